@@ -351,7 +351,10 @@ Tensor Tensor::clone() const {
   return out;
 }
 
-Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
+Tensor Tensor::contiguous() const {
+  check_defined("contiguous");
+  return is_contiguous() ? *this : clone();
+}
 
 Tensor Tensor::reshape(const Shape& shape) const {
   return is_contiguous() ? view(shape) : clone().view(shape);
