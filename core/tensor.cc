@@ -168,6 +168,20 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, int cfp8_bias) {
   return t;
 }
 
+Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int cfp8_bias) {
+  TESSERA_CHECK(storage != nullptr, "from_storage: null storage");
+  size_t need = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+  TESSERA_CHECK(storage->nbytes() >= need, "from_storage: storage of ", storage->nbytes(), " bytes is too small for ",
+                shape.str(), " ", dtype_name(dtype), " (", need, " bytes)");
+  Tensor t;
+  t.cfp8_bias_ = resolve_bias(dtype, cfp8_bias);
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.strides_ = shape.contiguous_strides();
+  t.storage_ = std::move(storage);
+  return t;
+}
+
 Tensor Tensor::zeros(const Shape& shape, DType dtype, int cfp8_bias) {
   return empty(shape, dtype, cfp8_bias);  // storage is zero-filled; code 0 is +0 in every dtype
 }

@@ -49,6 +49,11 @@ class Tensor {
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, int cfp8_bias = -1);
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, int cfp8_bias = -1);
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32, int cfp8_bias = -1);
+  // A contiguous tensor over existing storage (the executor's buffer reuse); the storage must
+  // hold at least numel * itemsize bytes.
+  static Tensor from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype,
+                             int cfp8_bias = -1);
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
   static Tensor arange(int64_t n, DType dtype = DType::f32);
   // Seeded, reproducible fills (computed in f32, then converted to dtype).

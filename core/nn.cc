@@ -1,0 +1,177 @@
+#include <tessera/core/nn.h>
+
+#include <tessera/core/random.h>
+
+#include <cmath>
+
+namespace tessera::nn {
+
+namespace {
+thread_local Trace* g_current = nullptr;
+}
+
+const Shape& Var::shape() const { return trace_->graph().value(id_).shape; }
+DType Var::dtype() const { return trace_->graph().value(id_).dtype; }
+
+Trace::Trace(Precision precision) : precision_(precision), previous_(g_current) { g_current = this; }
+Trace::~Trace() { g_current = previous_; }
+
+Trace& Trace::current() {
+  TESSERA_CHECK(g_current != nullptr, "no active nn::Trace: create one before calling a module");
+  return *g_current;
+}
+
+std::string Trace::scope() const {
+  std::string s;
+  for (const auto& part : scope_) {
+    if (part.empty()) continue;
+    s += (s.empty() ? "" : ".") + part;
+  }
+  return s;
+}
+
+Var Trace::input(const std::string& name, const Shape& shape, DType dtype) {
+  return Var(this, graph_.input(name, shape, dtype));
+}
+
+std::vector<Var> Trace::apply(const std::string& op, const std::vector<Var>& inputs, Attrs attrs) {
+  std::vector<int> ids;
+  for (const Var& v : inputs) {
+    TESSERA_CHECK(v.trace() == this, op, ": input value belongs to another trace (or is undefined)");
+    ids.push_back(v.id());
+  }
+  std::vector<Var> out;
+  for (int id : graph_.apply(op, ids, std::move(attrs), scope())) out.emplace_back(this, id);
+  return out;
+}
+
+Var Trace::apply1(const std::string& op, const std::vector<Var>& inputs, Attrs attrs) {
+  auto out = apply(op, inputs, std::move(attrs));
+  TESSERA_INTERNAL_ASSERT(out.size() == 1, op, " has ", out.size(), " outputs");
+  return out[0];
+}
+
+Var Trace::param(Parameter& p) {
+  auto it = ids_.find(&p);
+  if (it != ids_.end()) return Var(this, it->second);
+  std::string name = p.name.empty() ? scope() : p.name;
+  int id = graph_.param(name, p.value.shape());
+  ids_[&p] = id;
+  params_[id] = &p;
+  return Var(this, id);
+}
+
+// ---- Module ----
+
+Var Module::operator()(Var x) {
+  Trace& t = Trace::current();
+  if (t.scope_.empty()) named_parameters();  // the root call names every parameter by path
+  t.scope_.push_back(scope_name_);
+  struct Pop {
+    Trace& t;
+    ~Pop() { t.scope_.pop_back(); }
+  } pop{t};
+  return forward(x);
+}
+
+Parameter& Module::add_parameter(const std::string& name, Tensor init) {
+  TESSERA_CHECK(init.dtype() == DType::f32, "parameter '", name, "' must be f32, got ", dtype_name(init.dtype()));
+  for (const auto& [n, p] : params_) TESSERA_CHECK(n != name, "parameter '", name, "' registered twice");
+  params_.emplace_back(name, std::make_unique<Parameter>(Parameter{name, init.contiguous()}));
+  return *params_.back().second;
+}
+
+Var Module::param(const std::string& name) {
+  for (auto& [n, p] : params_) {
+    if (n == name) return Trace::current().param(*p);
+  }
+  TESSERA_THROW(ValueError, "module has no parameter '", name, "'");
+}
+
+void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Parameter*>>& out) {
+  for (auto& [n, p] : params_) {
+    p->name = prefix.empty() ? n : prefix + "." + n;
+    out.emplace_back(p->name, p.get());
+  }
+  for (auto& [n, m] : children_) {
+    m->scope_name_ = n;
+    m->collect(prefix.empty() ? n : prefix + "." + n, out);
+  }
+}
+
+std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {
+  std::vector<std::pair<std::string, Parameter*>> out;
+  collect("", out);
+  return out;
+}
+
+void Module::set_training(bool training) {
+  training_ = training;
+  for (auto& [n, m] : children_) m->set_training(training);
+}
+
+// ---- functions ----
+
+namespace {
+Trace& trace_of(const Var& v) {
+  TESSERA_CHECK(v.defined(), "operation on an undefined nn::Var");
+  return *v.trace();
+}
+}  // namespace
+
+Var operator+(Var a, Var b) { return trace_of(a).apply1("add", {a, b}); }
+Var operator-(Var a, Var b) { return trace_of(a).apply1("sub", {a, b}); }
+Var operator*(Var a, Var b) { return trace_of(a).apply1("mul", {a, b}); }
+Var operator*(Var a, double s) { return trace_of(a).apply1("scale", {a}, {{"alpha", s}}); }
+
+Var matmul(Var a, Var b, bool trans_a, bool trans_b) {
+  Trace& t = trace_of(a);
+  return t.apply1("matmul", {a, b},
+                  {{"trans_a", int64_t{trans_a}}, {"trans_b", int64_t{trans_b}},
+                   {"precision", std::string(precision_name(t.precision()))}});
+}
+Var relu(Var x) { return trace_of(x).apply1("relu", {x}); }
+Var gelu(Var x) { return trace_of(x).apply1("gelu", {x}); }
+Var reshape(Var x, const Shape& shape) { return trace_of(x).apply1("reshape", {x}, {{"shape", shape.dims()}}); }
+Var flatten(Var x) {
+  const Shape& s = x.shape();
+  TESSERA_CHECK(s.ndim() >= 1, "flatten: needs a batch dimension, got shape ", s.str());
+  return reshape(x, Shape{s[0], s[0] ? s.numel() / s[0] : 0});
+}
+Var cross_entropy(Var logits, Var labels) { return trace_of(logits).apply("softmax_xent", {logits, labels})[0]; }
+Var mse_loss(Var pred, Var target) { return trace_of(pred).apply1("mse", {pred, target}); }
+
+// ---- layers ----
+
+Linear::Linear(int64_t in, int64_t out, uint64_t seed, bool bias)
+    : in_features(in), out_features(out), has_bias_(bias) {
+  TESSERA_CHECK(in > 0 && out > 0, "Linear(", in, ", ", out, "): feature counts must be positive");
+  double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  add_parameter("weight", Tensor::uniform({in, out}, -bound, bound, seed));
+  if (bias) add_parameter("bias", Tensor::uniform({out}, -bound, bound, splitmix64(seed ^ 0xb1a5)));
+}
+
+Var Linear::forward(Var x) {
+  Trace& t = trace_of(x);
+  const Shape& s = x.shape();
+  if (s.ndim() != 2 || s[1] != in_features) {
+    std::string where = t.scope();
+    TESSERA_THROW(ValueError, "Linear layer '", where, "' expects input [batch, ", in_features, "], got ",
+                  s.str());
+  }
+  Var y = matmul(x, param("weight"));
+  if (has_bias_) y = t.apply1("bias_add", {y, param("bias")});
+  return y;
+}
+
+Sequential& Sequential::add(std::shared_ptr<Module> m) {
+  layers_.push_back(add_module(std::to_string(layers_.size()), std::move(m)));
+  return *this;
+}
+
+Var Sequential::forward(Var x) {
+  for (auto& l : layers_) x = (*l)(x);
+  return x;
+}
+
+}  // namespace tessera::nn

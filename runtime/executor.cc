@@ -1,0 +1,138 @@
+#include <tessera/runtime/executor.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+namespace tessera {
+
+Executor::Executor(const Graph& g, std::vector<int> fetch) : g_(g), fetch_(std::move(fetch)) {
+  std::vector<char> needed(g.num_values(), 0);
+  fetched_.assign(g.num_values(), 0);
+  for (int v : fetch_) {
+    g.value(v);  // range check
+    needed[v] = 1;
+    fetched_[v] = 1;
+  }
+  std::vector<char> run_node(g.num_nodes(), 0);
+  for (int i = g.num_nodes() - 1; i >= 0; --i) {
+    const Node& n = g.node(i);
+    if (std::none_of(n.outputs.begin(), n.outputs.end(), [&](int o) { return needed[o]; })) continue;
+    run_node[i] = 1;
+    for (int in : n.inputs) needed[in] = 1;
+  }
+  for (int i = 0; i < g.num_nodes(); ++i) {
+    if (run_node[i]) order_.push_back(i);
+  }
+  last_use_.assign(g.num_values(), -1);
+  for (size_t pos = 0; pos < order_.size(); ++pos) {
+    for (int in : g.node(order_[pos]).inputs) last_use_[in] = static_cast<int>(pos);
+  }
+  values_.resize(g.num_values());
+  bound_.assign(g.num_values(), 0);
+  for (int id : order_) costs_.push_back(op_cost(g, id));
+}
+
+void Executor::bind(int value, Tensor t) {
+  const Value& v = g_.value(value);
+  TESSERA_CHECK(v.kind != ValueKind::intermediate, "bind: value '", v.name, "' is computed by the graph, not an input");
+  TESSERA_CHECK(t.defined(), "bind: tensor for '", v.name, "' is undefined");
+  TESSERA_CHECK(t.shape() == v.shape && t.dtype() == v.dtype, "bind: '", v.name, "' expects ", v.shape.str(), " ",
+                dtype_name(v.dtype), ", got ", t.shape().str(), " ", dtype_name(t.dtype()));
+  values_[value] = t.contiguous();
+  bound_[value] = 1;
+}
+
+Tensor Executor::allocate(const ValueType& vt) {
+  size_t bytes = static_cast<size_t>(vt.shape.numel()) * dtype_size(vt.dtype);
+  live_bytes_ += bytes;
+  peak_bytes_ = std::max(peak_bytes_, live_bytes_);
+  auto& free_list = pool_[bytes];
+  while (!free_list.empty()) {
+    auto s = std::move(free_list.back());
+    free_list.pop_back();
+    if (s.use_count() == 1) return Tensor::from_storage(std::move(s), vt.shape, vt.dtype);
+  }
+  return Tensor::empty(vt.shape, vt.dtype);
+}
+
+void Executor::release(int value) {
+  Tensor& t = values_[value];
+  if (!t.defined()) return;
+  live_bytes_ -= t.nbytes();
+  pool_[t.nbytes()].push_back(t.storage());
+  t = Tensor();
+}
+
+void Executor::run(RunState& state) {
+  for (int v : g_.inputs()) {
+    if (last_use_[v] >= 0 || fetched_[v]) {
+      TESSERA_CHECK(bound_[v], "run: input '", g_.value(v).name, "' is not bound");
+    }
+  }
+  for (int v : g_.params()) {
+    if (last_use_[v] >= 0 || fetched_[v]) {
+      TESSERA_CHECK(bound_[v], "run: parameter '", g_.value(v).name, "' is not bound");
+    }
+  }
+  // Fetched intermediates of the previous run go back to the pool.
+  for (int v = 0; v < g_.num_values(); ++v) {
+    if (!bound_[v] && values_[v].defined()) release(v);
+  }
+  live_bytes_ = 0;
+  peak_bytes_ = 0;
+  for (size_t pos = 0; pos < order_.size(); ++pos) {
+    int id = order_[pos];
+    const Node& n = g_.node(id);
+    const OpDef& def = op_registry().get(n.op);
+    OpContext ctx{g_, id, n, {}, {}, state};
+    for (int in : n.inputs) {
+      TESSERA_INTERNAL_ASSERT(values_[in].defined(), "value %", in, " (", g_.value(in).name, ") not computed before ", n.op);
+      ctx.in.push_back(&values_[in]);
+    }
+    for (int o : n.outputs) {
+      values_[o] = allocate({g_.value(o).shape, g_.value(o).dtype});
+      ctx.out.push_back(&values_[o]);
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    def.run(ctx);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    OpKindStats& st = stats_[n.op];
+    st.calls++;
+    st.seconds += s;
+    st.flops += costs_[pos].flops;
+    for (int in : n.inputs) {
+      if (last_use_[in] == static_cast<int>(pos) && !bound_[in] && !fetched_[in]) release(in);
+    }
+    for (int o : n.outputs) {  // outputs nobody reads (e.g. saved-for-backward, unused here)
+      if (last_use_[o] < 0 && !fetched_[o]) release(o);
+    }
+  }
+}
+
+const Tensor& Executor::get(int value) const {
+  TESSERA_CHECK(value >= 0 && value < g_.num_values() && (fetched_[value] || bound_[value]),
+                "get: value %", value, " was not fetched by this executor");
+  return values_[value];
+}
+
+std::string Executor::stats_table() const {
+  std::vector<std::pair<std::string, OpKindStats>> rows(stats_.begin(), stats_.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  double total = 0;
+  for (const auto& r : rows) total += r.second.seconds;
+  std::ostringstream os;
+  char line[160];
+  std::snprintf(line, sizeof line, "%-20s %8s %10s %7s %10s\n", "op", "calls", "time ms", "share", "GFLOP/s");
+  os << line;
+  for (const auto& [name, st] : rows) {
+    std::snprintf(line, sizeof line, "%-20s %8lld %10.2f %6.1f%% %10.1f\n", name.c_str(),
+                  static_cast<long long>(st.calls), st.seconds * 1e3, total > 0 ? 100 * st.seconds / total : 0,
+                  st.seconds > 0 ? st.flops / st.seconds / 1e9 : 0);
+    os << line;
+  }
+  return os.str();
+}
+
+}  // namespace tessera

@@ -1,0 +1,63 @@
+// Executor for one node: runs the ops of a graph needed for a set of fetched values, in graph
+// order, through the op registry's kernels. Buffers of intermediates are returned to a pool at
+// their last use and reused by later ops of the same byte size, so a training step's memory is
+// bounded by the live set, not the whole graph. Reports peak bytes and time per op kind.
+//
+//   Executor ex(g, {loss, dw});
+//   ex.bind(x, batch);  ex.bind(w, weights);  ex.bind(grads.seed, Tensor::full({}, 1.0));
+//   ex.run(state);
+//   float l = ex.get(loss).item();
+//
+// Bound tensors (inputs, params) are used in place and never freed by the executor. Fetched
+// values stay valid until the next run(). Not thread-safe; one executor per thread.
+#pragma once
+
+#include <tessera/core/graph.h>
+#include <tessera/core/op_registry.h>
+#include <tessera/core/tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+struct OpKindStats {
+  int64_t calls = 0;
+  double seconds = 0;
+  double flops = 0;
+};
+
+class Executor {
+ public:
+  Executor(const Graph& g, std::vector<int> fetch);
+
+  void bind(int value, Tensor t);  // ValueError on shape/dtype mismatch, naming the value
+  void run(RunState& state);
+  const Tensor& get(int value) const;
+
+  size_t peak_bytes() const { return peak_bytes_; }  // intermediates, measured on the last run
+  const std::map<std::string, OpKindStats>& op_stats() const { return stats_; }
+  void reset_stats() { stats_.clear(); }
+  std::string stats_table() const;
+  const std::vector<int>& schedule() const { return order_; }
+
+ private:
+  Tensor allocate(const ValueType& vt);
+  void release(int value);
+
+  const Graph& g_;
+  std::vector<int> fetch_;
+  std::vector<int> order_;         // node ids to run
+  std::vector<int> last_use_;      // per value: last node (position in order_) reading it
+  std::vector<char> fetched_;
+  std::vector<Tensor> values_;
+  std::vector<char> bound_;
+  std::map<size_t, std::vector<std::shared_ptr<Storage>>> pool_;
+  size_t live_bytes_ = 0, peak_bytes_ = 0;
+  std::map<std::string, OpKindStats> stats_;
+  std::vector<OpCost> costs_;
+};
+
+}  // namespace tessera
