@@ -17,7 +17,14 @@ inline __mmask16 tail_mask(size_t n) {
 }
 
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
-inline float hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
+// Through memory: GCC 12's _mm512_reduce_max_ps trips a false -Wuninitialized (PR105593).
+inline float hmax(__m512 v) {
+  alignas(64) float a[kLanes];
+  _mm512_store_ps(a, v);
+  float m = a[0];
+  for (size_t i = 1; i < kLanes; ++i) m = a[i] > m ? a[i] : m;
+  return m;
+}
 
 // e^x, within 2 ulp. Overflow gives +inf, results below the smallest denormal 0; NaN stays NaN.
 // Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r, scalef by 2^n.
