@@ -1,0 +1,225 @@
+// AVX-512 (F, BW, VL) packing for the avx512 and avx512_bf16 GEMM rungs: produces exactly the
+// layout of gemm_pack_generic_{f32,bf16} (gemm_driver.h), 16 lanes of 32-bit "words" at a time.
+// A word is one f32 (kpack 1) or one bf16 k-pair (kpack 2). cfp8 is decoded to bf16 here,
+// while packing, with a 128-entry table held in four registers (vpermt2w), so no full-size
+// converted copy of an operand ever exists. Include only from AVX-512 sources.
+//
+// Two source orientations:
+//   x-contiguous (sx == 1: A transposed, B plain): per k step, load 16 x of one (or two) k rows
+//     and interleave the pair: a copy.
+//   k-contiguous (sk == 1: A plain, B transposed): per 16 x, load 16 words along k of each
+//     row and transpose the 16 x 16 word block in registers.
+#pragma once
+
+#include <tessera/kernels/gemm_driver.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace tessera::kernels {
+namespace {
+
+enum class GemmSrc { f32, bf16, cfp8 };
+
+inline __mmask32 gemm_mask32(int64_t n) {
+  return n >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << std::max<int64_t>(n, 0)) - 1);
+}
+inline __mmask16 gemm_mask16(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1);
+}
+
+struct GemmPackSrc {
+  const char* base;
+  int64_t sx, sk;
+  __m512i lut[4];  // bf16 bits of cfp8 codes 0..127
+};
+
+// 32 cfp8 codes (zero-extended to 16-bit lanes) -> 32 bf16.
+inline __m512i gemm_cfp8_decode32(__m512i c, const __m512i (&lut)[4]) {
+  const __m512i lo = _mm512_permutex2var_epi16(lut[0], c, lut[1]);  // codes & 0x3f, bit 6 clear
+  const __m512i hi = _mm512_permutex2var_epi16(lut[2], c, lut[3]);  // bit 6 set
+  const __mmask32 upper = _mm512_test_epi16_mask(c, _mm512_set1_epi16(0x40));
+  const __m512i mag = _mm512_mask_blend_epi16(upper, lo, hi);
+  const __m512i sign = _mm512_slli_epi16(_mm512_and_si512(c, _mm512_set1_epi16(0x80)), 8);
+  return _mm512_or_si512(mag, sign);
+}
+
+// `count` (clamped to 0..32) consecutive elements at element offset `off`, as bf16; zeros after.
+template <GemmSrc S>
+inline __m512i gemm_load_bf16x32(const GemmPackSrc& s, int64_t off, int64_t count) {
+  if constexpr (S == GemmSrc::bf16) {
+    return _mm512_maskz_loadu_epi16(gemm_mask32(count), reinterpret_cast<const uint16_t*>(s.base) + off);
+  } else {
+    const __m256i bytes = _mm256_maskz_loadu_epi8(gemm_mask32(count), s.base + off);
+    return gemm_cfp8_decode32(_mm512_cvtepu8_epi16(bytes), s.lut);
+  }
+}
+template <GemmSrc S>
+inline __m256i gemm_load_bf16x16(const GemmPackSrc& s, int64_t off, int64_t count) {
+  if constexpr (S == GemmSrc::bf16) {
+    return _mm256_maskz_loadu_epi16(gemm_mask16(count), reinterpret_cast<const uint16_t*>(s.base) + off);
+  } else {
+    const __m128i bytes = _mm_maskz_loadu_epi8(gemm_mask16(count), s.base + off);
+    return _mm512_castsi512_si256(gemm_cfp8_decode32(_mm512_cvtepu8_epi16(_mm256_zextsi128_si256(bytes)), s.lut));
+  }
+}
+template <GemmSrc S>
+inline __m512i gemm_load_f32x16(const GemmPackSrc& s, int64_t off, int64_t count) {
+  if constexpr (S == GemmSrc::f32) {
+    return _mm512_castps_si512(_mm512_maskz_loadu_ps(gemm_mask16(count), reinterpret_cast<const float*>(s.base) + off));
+  } else {
+    return _mm512_slli_epi32(_mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off, count)), 16);
+  }
+}
+
+// 16 words (steps) along k of row x, starting at element k.
+template <int KPACK, GemmSrc S>
+inline __m512i gemm_load_kwords(const GemmPackSrc& s, int64_t off, int64_t kleft) {
+  if constexpr (KPACK == 2) {
+    return gemm_load_bf16x32<S>(s, off, kleft);
+  } else {
+    return gemm_load_f32x16<S>(s, off, kleft);
+  }
+}
+
+// In-register transpose of a 16 x 16 matrix of 32-bit words.
+inline void gemm_transpose16(__m512i (&r)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // r[4i + c], 128-bit lane L, holds rows 4i..4i+3 of column 4L + c.
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m512i a = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+    const __m512i b = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    const __m512i d = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512i e = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_i32x4(a, d, 0x88);
+    t[8 + c] = _mm512_shuffle_i32x4(a, d, 0xdd);
+    t[4 + c] = _mm512_shuffle_i32x4(b, e, 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(b, e, 0xdd);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+inline void gemm_store_words(uint32_t* dst, int gw, __m512i v) {
+  if (gw == 16) {
+    _mm512_storeu_si512(dst, v);
+  } else {
+    _mm512_mask_storeu_epi32(dst, gemm_mask16(gw), v);
+  }
+}
+
+template <int KPACK, GemmSrc S>
+void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t k0, int64_t kc,
+                          int w, uint32_t* dst) {
+  const int64_t ksteps = (kc + KPACK - 1) / KPACK;
+  const int64_t panels = (nx + w - 1) / w;
+  for (int64_t p = 0; p < panels; ++p) {
+    uint32_t* pd = dst + p * w * ksteps;
+    for (int g0 = 0; g0 < w; g0 += 16) {
+      const int gw = std::min(16, w - g0);
+      const int64_t rows = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
+      const int64_t xb = x0 + p * w + g0;
+      for (int64_t s0 = 0; s0 < ksteps; s0 += 16) {
+        const int64_t kleft = kc - s0 * KPACK;
+        const int64_t koff = (k0 + s0 * KPACK) * s.sk;
+        __m512i r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) {
+          r[i] = i < rows ? gemm_load_kwords<KPACK, S>(s, (xb + i) * s.sx + koff, kleft)
+                          : _mm512_setzero_si512();
+        }
+        gemm_transpose16(r);
+        const int64_t nsteps = std::min<int64_t>(16, ksteps - s0);
+        for (int64_t t = 0; t < nsteps; ++t) gemm_store_words(pd + (s0 + t) * w + g0, gw, r[t]);
+      }
+    }
+  }
+}
+
+template <int KPACK, GemmSrc S>
+void gemm_pack_xcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t k0, int64_t kc,
+                          int w, uint32_t* dst) {
+  const int64_t ksteps = (kc + KPACK - 1) / KPACK;
+  const int64_t panels = (nx + w - 1) / w;
+  for (int64_t p = 0; p < panels; ++p) {
+    uint32_t* pd = dst + p * w * ksteps;
+    for (int64_t st = 0; st < ksteps; ++st) {
+      const int64_t k = k0 + st * KPACK;
+      for (int g0 = 0; g0 < w; g0 += 16) {
+        const int gw = std::min(16, w - g0);
+        const int64_t valid = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
+        const int64_t off = (x0 + p * w + g0) * s.sx + k * s.sk;
+        __m512i words;
+        if constexpr (KPACK == 2) {
+          const __m512i lo = _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off, valid));
+          const __m512i hi = st * 2 + 1 < kc
+                                 ? _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off + s.sk, valid))
+                                 : _mm512_setzero_si512();
+          words = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        } else {
+          words = gemm_load_f32x16<S>(s, off, valid);
+        }
+        gemm_store_words(pd + st * w + g0, gw, words);
+      }
+    }
+  }
+}
+
+template <int KPACK, GemmSrc S>
+void gemm_pack512_src(const GemmPackSrc& s, bool kcontig, int64_t x0, int64_t nx, int64_t k0,
+                      int64_t kc, int w, uint32_t* dst) {
+  if (kcontig) {
+    gemm_pack_kcontig512<KPACK, S>(s, x0, nx, k0, kc, w, dst);
+  } else {
+    gemm_pack_xcontig512<KPACK, S>(s, x0, nx, k0, kc, w, dst);
+  }
+}
+
+// GemmPackFn for kpack 1 (f32 panels from any source) or 2 (bf16 panels from bf16 / cfp8).
+template <int KPACK>
+void gemm_pack512(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0, int64_t kc, int w,
+                  void* dst) {
+  GemmPackSrc s;
+  s.base = static_cast<const char*>(op.data);
+  s.sx = op.sx;
+  s.sk = op.sk;
+  // A single row or column may come with either stride 1; the k-contiguous path needs sk == 1.
+  const bool kcontig = op.sk == 1;
+  uint32_t* out = static_cast<uint32_t*>(dst);
+  switch (op.type) {
+    case DType::f32:
+      if constexpr (KPACK == 1) {
+        gemm_pack512_src<1, GemmSrc::f32>(s, kcontig, x0, nx, k0, kc, w, out);
+      } else {
+        gemm_pack_generic_bf16(op, x0, nx, k0, kc, w, dst);
+      }
+      return;
+    case DType::bf16:
+      gemm_pack512_src<KPACK, GemmSrc::bf16>(s, kcontig, x0, nx, k0, kc, w, out);
+      return;
+    default: {
+      const uint16_t* table = gemm_cfp8_bf16_table(op.fmt);
+      for (int i = 0; i < 4; ++i) s.lut[i] = _mm512_loadu_si512(table + 32 * i);
+      gemm_pack512_src<KPACK, GemmSrc::cfp8>(s, kcontig, x0, nx, k0, kc, w, out);
+      return;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera::kernels

@@ -1,0 +1,28 @@
+// avx512 rung: f32 FMA micro-kernel. f32 GEMMs at every AVX-512 level (f32 stays f32: no
+// rounding of inputs to bf16), and bf16 / cfp8 operands when AVX512_BF16 is absent or capped
+// (widened to f32 while packing, exact).
+//
+// 8 x 48 tile: 24 zmm accumulators, 3 B vectors, 1 broadcast; per k: 3 loads + 8 broadcasts
+// for 24 FMAs.
+#include <tessera/kernels/gemm_pack_avx512.h>
+#include <tessera/kernels/gemm_ukernel_avx512.h>
+
+namespace tessera::kernels {
+namespace {
+
+struct FmaF32 {
+  static __m512 madd(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), acc);
+  }
+};
+
+constexpr int kMR = 8, kNR = 48;
+// KC = 128: the f32 B micro-panel is 24 KB, as for the bf16 rung's 256 k.
+const GemmKernel kKernel = {"avx512", kMR, kNR, 1, {512, 128, 3072},
+                            &GemmUkernelTable512<FmaF32, kMR, kNR>::run, &gemm_pack512<1>};
+
+}  // namespace
+
+const GemmKernel* gemm_kernel_avx512() { return &kKernel; }
+
+}  // namespace tessera::kernels
