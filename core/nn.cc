@@ -14,10 +14,17 @@ const Shape& Var::shape() const { return trace_->graph().value(id_).shape; }
 DType Var::dtype() const { return trace_->graph().value(id_).dtype; }
 
 Trace::Trace(Precision precision) : precision_(precision), previous_(g_current) { g_current = this; }
-Trace::~Trace() { g_current = previous_; }
+Trace::~Trace() { finish(); }
+
+void Trace::finish() {
+  if (finished_) return;
+  TESSERA_INTERNAL_ASSERT(g_current == this, "nn::Trace objects must finish in reverse order of creation");
+  g_current = previous_;
+  finished_ = true;
+}
 
 Trace& Trace::current() {
-  TESSERA_CHECK(g_current != nullptr, "no active nn::Trace: create one before calling a module");
+  TESSERA_CHECK(g_current != nullptr && !g_current->finished_, "no active nn::Trace: create one before calling a module");
   return *g_current;
 }
 

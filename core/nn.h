@@ -65,6 +65,9 @@ class Trace {
   Var apply1(const std::string& op, const std::vector<Var>& inputs, Attrs attrs = {});
   std::vector<Var> apply(const std::string& op, const std::vector<Var>& inputs, Attrs attrs = {});
   Var param(Parameter& p);  // adds p once per trace
+  // Stops recording (the next Trace on this thread no longer nests in this one); the graph and
+  // parameter map stay available. Called by the destructor if not before.
+  void finish();
 
   Graph& graph() { return graph_; }
   Precision precision() const { return precision_; }
@@ -82,6 +85,7 @@ class Trace {
   std::map<Parameter*, int> ids_;
   std::map<int, Parameter*> params_;
   Trace* previous_;
+  bool finished_ = false;
 };
 
 class Module {

@@ -1,7 +1,7 @@
-// Losses: softmax cross-entropy (mean over the batch, int32 labels) and mean squared error.
-// Both are O(batch x classes), negligible beside the GEMMs, so they run as plain loops the
-// compiler vectorizes; the row-wise softmax is numerically stable (max subtracted).
+// Losses: softmax cross-entropy (mean over the batch, int32 labels; kernels/softmax.h) and
+// mean squared error (a plain loop: O(elements), negligible beside the GEMMs).
 #include <tessera/core/op_registry.h>
+#include <tessera/kernels/softmax.h>
 
 #include <cmath>
 
@@ -18,41 +18,19 @@ void check_labels(const Node& n, const Tensor& labels, int64_t classes) {
 
 void run_xent(OpContext& c) {
   const Tensor& logits = *c.in[0];
-  const Tensor& labels = *c.in[1];
-  int64_t rows = logits.size(0), classes = logits.size(1);
-  check_labels(c.node, labels, classes);
-  const float* x = logits.data<float>();
-  const int32_t* l = labels.data<int32_t>();
-  float* p = c.out[1]->data<float>();
-  double total = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * classes;
-    float* pr = p + r * classes;
-    float mx = xr[0];
-    for (int64_t k = 1; k < classes; ++k) mx = std::max(mx, xr[k]);
-    float sum = 0;
-    for (int64_t k = 0; k < classes; ++k) {
-      pr[k] = std::exp(xr[k] - mx);
-      sum += pr[k];
-    }
-    float inv = 1.f / sum;
-    for (int64_t k = 0; k < classes; ++k) pr[k] *= inv;
-    total += -(static_cast<double>(xr[l[r]]) - mx - std::log(static_cast<double>(sum)));
-  }
-  c.out[0]->data<float>()[0] = rows ? static_cast<float>(total / rows) : 0.f;
+  size_t rows = static_cast<size_t>(logits.size(0)), classes = static_cast<size_t>(logits.size(1));
+  check_labels(c.node, *c.in[1], logits.size(1));  // so the message names the op and layer
+  c.out[0]->data<float>()[0] =
+      rows ? kernels::softmax_cross_entropy(logits.data<float>(), c.in[1]->data<int32_t>(),
+                                            c.out[1]->data<float>(), rows, classes)
+           : 0.f;
 }
 
 void run_xent_grad(OpContext& c) {  // (probs, labels, dloss) -> dlogits
   const Tensor& probs = *c.in[0];
-  int64_t rows = probs.size(0), classes = probs.size(1);
-  const float* p = probs.data<float>();
-  const int32_t* l = c.in[1]->data<int32_t>();
-  float scale = rows ? c.in[2]->data<float>()[0] / static_cast<float>(rows) : 0.f;
-  float* d = c.out[0]->data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < classes; ++k) d[r * classes + k] = p[r * classes + k] * scale;
-    d[r * classes + l[r]] -= scale;
-  }
+  size_t rows = static_cast<size_t>(probs.size(0)), classes = static_cast<size_t>(probs.size(1));
+  kernels::softmax_cross_entropy_backward(probs.data<float>(), c.in[1]->data<int32_t>(),
+                                          c.in[2]->data<float>()[0], c.out[0]->data<float>(), rows, classes);
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
 // The `tessera` command.
 #include <tessera/core/error.h>
 #include <tessera/runtime/info.h>
+#include <tessera/runtime/train_command.h>
 
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -15,6 +17,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  info        version, CPU ISA ladder and the rung in use, dtypes, communication backends\n"
+    "  train       train a built-in model on Fashion-MNIST (tessera train --help)\n"
     "  version     print the version\n"
     "  help        this text\n"
     "\n"
@@ -43,6 +46,7 @@ int run(int argc, char** argv) {
     std::cout << tessera::info_report();
     return 0;
   }
+  if (cmd == "train") return tessera::train_command(std::vector<std::string>(argv + 2, argv + argc));
   std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;
 }

@@ -1,0 +1,104 @@
+// Trainer: the single training path of DESIGN §1 on one node (a 1x1 mesh): trace the model,
+// append the backward pass, apply the precision policy, run forward + backward + update with
+// the executor, evaluate, checkpoint.
+//
+//   TrainOptions o;  o.precision = Precision::bf16;  o.epochs = 5;
+//   Trainer t(models::make_model("mlp", o.seed), /*example=*/{28, 28, 1}, /*classes=*/10, o);
+//   t.fit(train, test);                               // progress bar, accuracy per epoch
+#pragma once
+
+#include <tessera/core/data.h>
+#include <tessera/core/nn.h>
+#include <tessera/core/optim.h>
+#include <tessera/core/precision.h>
+#include <tessera/runtime/executor.h>
+
+#include <fstream>
+#include <iosfwd>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+struct TrainOptions {
+  std::string model = "mlp";
+  Precision precision = Precision::fp32;
+  int64_t epochs = 1;
+  int64_t batch_size = 64;
+  std::string optimizer = "sgd";
+  OptimizerOptions opt{0.05, 0.9};
+  std::string schedule = "constant";
+  int64_t warmup_steps = 0;
+  double clip_norm = 0;      // 0: no clipping
+  uint64_t seed = 1;
+  std::string checkpoint_dir;  // empty: no checkpoints
+  bool resume = false;
+  std::string metrics_path;    // JSON lines; empty: none
+  int64_t eval_batch = 1000;
+  int64_t max_steps = -1;      // stop early (tests, benchmarks); -1: full epochs
+  bool progress = true;        // progress bar on stderr
+  Cfp8Policy cfp8;
+  bool loss_scaling = true;    // dynamic loss scaling for bf16 / cfp8
+};
+
+struct EpochReport {
+  int64_t epoch = 0;
+  double train_loss = 0;     // mean over the epoch's steps
+  double test_accuracy = 0;  // fraction in [0, 1]
+  double seconds = 0;        // training time (excluding evaluation)
+  double images_per_s = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_t classes, TrainOptions o);
+  ~Trainer();
+
+  // One optimizer step on a batch of exactly batch_size examples. Returns the loss. A step with
+  // Inf/NaN gradients is skipped (loss scaling backs off) and counted in skipped_steps().
+  double step(const Batch& b);
+  double evaluate(const Dataset& d);  // accuracy in [0, 1]
+  std::vector<EpochReport> fit(const Dataset& train, const Dataset& test, std::ostream& out);
+
+  void save_checkpoint(const std::string& dir) const;
+  void load_checkpoint(const std::string& dir);
+
+  int64_t global_step() const { return global_step_; }
+  int64_t skipped_steps() const { return scaler_.skipped(); }
+  const LossScaler& loss_scaler() const { return scaler_; }
+  LossScaler& loss_scaler() { return scaler_; }
+  const Graph& train_graph() const { return train_trace_->graph(); }
+  const Executor& train_executor() const { return *train_exec_; }
+  const std::vector<std::pair<std::string, nn::Parameter*>>& parameters() const { return params_; }
+  PrecisionState& precision_state() { return precision_; }
+  const TrainOptions& options() const { return opt_; }
+
+ private:
+  struct EvalProgram;
+  EvalProgram& eval_program(int64_t batch);
+  double lr_at(int64_t step) const;
+  void write_metric(const std::string& json);
+
+  std::shared_ptr<nn::Module> model_;
+  Shape example_;
+  int64_t classes_;
+  TrainOptions opt_;
+  std::vector<std::pair<std::string, nn::Parameter*>> params_;
+  std::unique_ptr<nn::Trace> train_trace_;
+  std::unique_ptr<Executor> train_exec_;
+  int x_ = -1, y_ = -1, loss_ = -1, seed_ = -1;
+  std::vector<int> param_ids_, grad_ids_;
+  std::map<int64_t, std::unique_ptr<EvalProgram>> eval_;
+  std::unique_ptr<Optimizer> optimizer_;
+  LossScaler scaler_;
+  PrecisionState precision_;
+  LrSchedule schedule_;
+  int64_t global_step_ = 0;
+  int64_t loader_epoch_ = 0, loader_batch_ = 0;  // data position, saved in checkpoints
+  std::unique_ptr<std::ofstream> metrics_;
+  friend struct CheckpointIo;
+};
+
+}  // namespace tessera
