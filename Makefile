@@ -20,9 +20,10 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# The main job.
+# The main job: what this machine and build offer, then one epoch of Fashion-MNIST training.
 run: build
 	$(BUILD)/runtime/tessera info
+	$(BUILD)/runtime/tessera train --model mlp --precision bf16 --epochs 1 --metrics $(BUILD)/train_metrics.jsonl
 
 test: build
 	$(MAKE) --no-print-directory test-cpp test-python

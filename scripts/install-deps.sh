@@ -11,6 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev python3-numpy python3-pytest
+  dataset-fashion-mnist
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(libdnnl-dev python3-torch)
