@@ -1,6 +1,7 @@
 #include <tessera/core/optim.h>
 
 #include <tessera/kernels/elementwise.h>
+#include <tessera/kernels/optimizer.h>
 #include <tessera/kernels/reduce.h>
 
 #include <cmath>
@@ -38,22 +39,16 @@ class Sgd : public Optimizer {
 
  protected:
   void update(size_t index, float* w, const float* g, size_t n, double lr) override {
-    const float wd = static_cast<float>(opt_.weight_decay), mu = static_cast<float>(opt_.momentum);
-    const float a = static_cast<float>(lr);
-    if (mu == 0 && wd == 0) {
-      kernels::axpy(-a, g, w, n);
-      return;
-    }
-    bool first = !state_.count(std::to_string(index) + ".momentum");
-    float* b = mu != 0 ? state_buffer(index, "momentum", n) : nullptr;
-    for (size_t i = 0; i < n; ++i) {
-      float gi = g[i] + wd * w[i];
-      if (b) {
-        b[i] = first ? gi : mu * b[i] + gi;
-        gi = opt_.nesterov ? gi + mu * b[i] : b[i];
-      }
-      w[i] -= a * gi;
-    }
+    kernels::SgdOptions o;
+    o.lr = lr;
+    o.momentum = opt_.momentum;
+    o.weight_decay = opt_.weight_decay;
+    o.nesterov = opt_.nesterov;
+    // The buffer's first step is its own: a parameter's buffer starts when it first gets one.
+    std::string key = std::to_string(index) + ".momentum";
+    int64_t buf_step = opt_.momentum != 0 && !state_.count(key) ? 1 : steps_;
+    float* buf = opt_.momentum != 0 ? state_buffer(index, "momentum", n) : nullptr;
+    kernels::sgd_step(w, g, buf, n, o, buf_step);
   }
 };
 
@@ -64,21 +59,13 @@ class AdamW : public Optimizer {
 
  protected:
   void update(size_t index, float* w, const float* g, size_t n, double lr) override {
-    float* m = state_buffer(index, "m", n);
-    float* v = state_buffer(index, "v", n);
-    const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
-    const double t = static_cast<double>(steps_);
-    const float bc1 = static_cast<float>(1 - std::pow(opt_.beta1, t));
-    const float bc2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(opt_.beta2, t)));
-    const float step = static_cast<float>(lr) / bc1;
-    const float decay = 1.f - static_cast<float>(lr * opt_.weight_decay);
-    const float eps = static_cast<float>(opt_.eps);
-    for (size_t i = 0; i < n; ++i) {
-      w[i] *= decay;
-      m[i] = b1 * m[i] + (1 - b1) * g[i];
-      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-      w[i] -= step * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-    }
+    kernels::AdamWOptions o;
+    o.lr = lr;
+    o.beta1 = opt_.beta1;
+    o.beta2 = opt_.beta2;
+    o.eps = opt_.eps;
+    o.weight_decay = opt_.weight_decay;
+    kernels::adamw_step(w, g, state_buffer(index, "m", n), state_buffer(index, "v", n), n, o, steps_);
   }
 };
 
