@@ -1,5 +1,6 @@
 #include <tessera/kernels/activation.h>
 
+#include <tessera/kernels/convert.h>
 #include <tessera/kernels/dispatch.h>
 #include <tessera/kernels/parallel_chunks.h>
 
@@ -33,6 +34,15 @@ template <typename F>
 void binary(F f, const float* x, const float* dy, float* dx, size_t n, size_t chunk) {
   for_each_chunk(n, chunk, [&](size_t i, size_t j) { f(x + i, dy + i, dx + i, j - i); });
 }
+// Widen each chunk of x into y, then apply f in place.
+template <typename F>
+void unary_bf16(F f, const uint16_t* x, float* y, size_t n, size_t chunk) {
+  auto widen = convert_fns().bf16_to_f32;
+  for_each_chunk(n, chunk, [&](size_t i, size_t j) {
+    widen(x + i, y + i, j - i);
+    f(y + i, y + i, j - i);
+  });
+}
 }  // namespace
 
 const ActivationFns& activation_fns() { return *pick().fns; }
@@ -50,6 +60,13 @@ void gelu_backward(const float* x, const float* dy, float* dx, size_t n) {
 }
 void erf_elementwise(const float* x, float* y, size_t n) {
   unary(activation_fns().erf, x, y, n, kTranscendentalChunk);
+}
+
+void relu_bf16(const uint16_t* x, float* y, size_t n) {
+  unary_bf16(activation_fns().relu, x, y, n, kChunkElems);
+}
+void gelu_bf16(const uint16_t* x, float* y, size_t n) {
+  unary_bf16(activation_fns().gelu, x, y, n, kTranscendentalChunk);
 }
 
 }  // namespace tessera::kernels

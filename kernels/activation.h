@@ -22,6 +22,7 @@
 #include <tessera/kernels/cpu.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tessera::kernels {
 
@@ -32,6 +33,11 @@ void gelu_backward(const float* x, const float* dy, float* dx, size_t n);
 // y = erf(x): the vectorized erf behind GELU, absolute error < 1e-6 against std::erf. In place
 // allowed.
 void erf_elementwise(const float* x, float* y, size_t n);
+
+// bf16 inputs (raw bit patterns), f32 outputs: y = relu(x) / gelu(x) of the exactly widened x,
+// the same bits as widening first and calling the f32 function. x and y must not overlap.
+void relu_bf16(const uint16_t* x, float* y, size_t n);
+void gelu_bf16(const uint16_t* x, float* y, size_t n);
 
 // One rung's single-threaded implementations; the public functions chunk and dispatch.
 struct ActivationFns {

@@ -1,5 +1,6 @@
 #include <tessera/kernels/elementwise.h>
 
+#include <tessera/kernels/convert.h>
 #include <tessera/kernels/dispatch.h>
 #include <tessera/kernels/parallel_chunks.h>
 #include <tessera/kernels/reduce.h>
@@ -52,6 +53,16 @@ void bias_add(const float* x, const float* b, float* y, size_t rows, size_t cols
   auto f = elementwise_fns().bias_add;
   for_each_chunk(rows, units_per_chunk(cols), [&](size_t r0, size_t r1) {
     f(x + r0 * cols, b, y + r0 * cols, r1 - r0, cols);
+  });
+}
+
+void bias_add_bf16(const uint16_t* x, const float* b, float* y, size_t rows, size_t cols) {
+  if (cols == 0) return;
+  auto f = elementwise_fns().bias_add;
+  auto widen = convert_fns().bf16_to_f32;
+  for_each_chunk(rows, units_per_chunk(cols), [&](size_t r0, size_t r1) {
+    widen(x + r0 * cols, y + r0 * cols, (r1 - r0) * cols);
+    f(y + r0 * cols, b, y + r0 * cols, r1 - r0, cols);
   });
 }
 

@@ -17,6 +17,7 @@
 #include <tessera/kernels/cpu.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tessera::kernels {
 
@@ -31,6 +32,9 @@ void axpy(float alpha, const float* x, float* y, size_t n);
 
 // y[r, c] = x[r, c] + b[c] for x, y of [rows x cols] and b of [cols]. In place allowed (y == x).
 void bias_add(const float* x, const float* b, float* y, size_t rows, size_t cols);
+// bias_add with a bf16 x (raw bit patterns) and f32 b, y: the same bits as widening x first.
+// x and y must not overlap.
+void bias_add_bf16(const uint16_t* x, const float* b, float* y, size_t rows, size_t cols);
 // db[c] = sum over r of dy[r, c] (overwrites db). Pairwise summation, see reduce.h.
 void bias_grad(const float* dy, float* db, size_t rows, size_t cols);
 

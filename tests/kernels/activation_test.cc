@@ -1,5 +1,6 @@
 // relu, gelu (exact erf form), their gradients and the vectorized erf at every ISA rung, against
 // double-precision references; GELU's gradient also against finite differences in double.
+#include <tessera/core/bf16.h>
 #include <tessera/kernels/activation.h>
 
 #include "kernel_test_util.h"
@@ -138,6 +139,24 @@ TEST_P(ActivationRung, ErfAbsoluteErrorBelow1e6) {
   float nan = kNaN, out = 0;
   erf_elementwise(&nan, &out, 1);
   EXPECT_TRUE(std::isnan(out));
+}
+
+TEST_P(ActivationRung, Bf16InputsEqualWideningFirst) {
+  for (size_t n : kLengths) {
+    SCOPED_TRACE(n);
+    auto xf = gelu_inputs(n, n + 17);
+    std::vector<uint16_t> xb(n);
+    for (size_t i = 0; i < n; ++i) xb[i] = f32_to_bf16(xf[i]);
+    if (n > 2) xb[1] = 0x7fc1, xb[2] = 0xff80;  // NaN, -inf
+    std::vector<float> wide(n), want(n), got(n);
+    for (size_t i = 0; i < n; ++i) wide[i] = bf16_to_f32(xb[i]);
+    relu(wide.data(), want.data(), n);
+    relu_bf16(xb.data(), got.data(), n);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * n), 0);
+    gelu(wide.data(), want.data(), n);
+    gelu_bf16(xb.data(), got.data(), n);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * n), 0);
+  }
 }
 
 TESSERA_INSTANTIATE_RUNGS(ActivationRung);

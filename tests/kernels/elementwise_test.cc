@@ -1,4 +1,5 @@
 // add, mul, scale, axpy, bias_add and bias_grad at every ISA rung against double references.
+#include <tessera/core/bf16.h>
 #include <tessera/kernels/elementwise.h>
 
 #include "kernel_test_util.h"
@@ -7,6 +8,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace tessera::kernels {
@@ -118,6 +120,19 @@ TEST_P(ElementwiseRung, BiasGrad) {
       bias_grad(dy.data(), db.data(), rows, cols);
       EXPECT_TRUE(all_close(db, want, 0, 0));
     }
+  }
+}
+
+TEST_P(ElementwiseRung, BiasAddBf16EqualsWideningFirst) {
+  for (auto [rows, cols] : {std::pair<size_t, size_t>{0, 3}, {1, 1}, {3, 17}, {17, 33}, {300, 1000}}) {
+    auto xf = uniform(rows * cols, -5, 5, rows + cols);
+    auto b = uniform(cols, -1, 1, cols);
+    std::vector<uint16_t> xb(rows * cols);
+    std::vector<float> wide(rows * cols), want(rows * cols), got(rows * cols);
+    for (size_t i = 0; i < xb.size(); ++i) xb[i] = f32_to_bf16(xf[i]), wide[i] = bf16_to_f32(xb[i]);
+    bias_add(wide.data(), b.data(), want.data(), rows, cols);
+    bias_add_bf16(xb.data(), b.data(), got.data(), rows, cols);
+    EXPECT_EQ(got, want) << rows << "x" << cols;
   }
 }
 
