@@ -1,0 +1,329 @@
+// Convolution as implicit GEMM over bounded row chunks (see conv2d.h for the mapping).
+#include <tessera/kernels/conv2d.h>
+
+#include <tessera/core/error.h>
+#include <tessera/kernels/convert.h>
+#include <tessera/kernels/elementwise.h>
+
+#include <oneapi/tbb/parallel_for.h>
+
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+namespace tessera::kernels {
+namespace {
+
+std::atomic<size_t> g_workspace{size_t{8} << 20};
+
+// The GEMM operand type of one conv operand.
+struct OperandType {
+  DType type = DType::f32;
+  Cfp8Format fmt;
+  size_t size() const { return dtype_size(type); }
+  int bias() const { return is_cfp8(type) ? fmt.bias : -1; }
+};
+
+OperandType operand_type(const Conv2dDesc& d, const Cfp8Format& fmt) {
+  if (d.compute == DType::f32 || d.compute == DType::bf16) return {d.compute, fmt};
+  return {fmt.layout == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2, fmt};
+}
+
+// n f32 -> n elements of t at dst (round to nearest even).
+void convert_run(const float* src, char* dst, size_t n, const OperandType& t) {
+  switch (t.type) {
+    case DType::f32: std::memcpy(dst, src, n * 4); return;
+    case DType::bf16:
+      if (n < 16) {
+        auto* o = reinterpret_cast<uint16_t*>(dst);
+        for (size_t i = 0; i < n; ++i) o[i] = ::tessera::f32_to_bf16(src[i]);
+      } else {
+        f32_to_bf16(src, reinterpret_cast<uint16_t*>(dst), n);
+      }
+      return;
+    default:
+      if (n < 16) {
+        auto* o = reinterpret_cast<uint8_t*>(dst);
+        for (size_t i = 0; i < n; ++i) o[i] = cfp8_encode(src[i], t.fmt);
+      } else {
+        f32_to_cfp8(src, reinterpret_cast<uint8_t*>(dst), n, t.fmt);
+      }
+  }
+}
+
+// A whole f32 buffer converted (or aliased when f32).
+struct Converted {
+  std::vector<char> storage;
+  const void* data = nullptr;
+};
+Converted convert_all(const float* src, size_t n, const OperandType& t) {
+  Converted c;
+  if (t.type == DType::f32) {
+    c.data = src;
+    return c;
+  }
+  c.storage.resize(n * t.size() + 64);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
+    convert_run(src + r.begin(), c.storage.data() + r.begin() * t.size(), r.size(), t);
+  });
+  c.data = c.storage.data();
+  return c;
+}
+
+// Unfolds output rows [m0, m1) into col ([m1 - m0, R*S*C] of type t).
+void unfold(const Conv2dDesc& d, const float* x, int64_t m0, int64_t m1, char* col, const OperandType& t) {
+  const int64_t OH = d.OH(), OW = d.OW(), P = OH * OW, RSC = d.R * d.S * d.C;
+  const size_t es = t.size(), run = static_cast<size_t>(d.C) * es;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(m0, m1, 32), [&](const tbb::blocked_range<int64_t>& rg) {
+    for (int64_t m = rg.begin(); m < rg.end(); ++m) {
+      int64_t n = m / P, p = m % P, oh = p / OW, ow = p % OW;
+      char* row = col + static_cast<size_t>((m - m0) * RSC) * es;
+      for (int64_t r = 0; r < d.R; ++r) {
+        int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h;
+        for (int64_t s = 0; s < d.S; ++s) {
+          int64_t iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
+          char* dst = row + static_cast<size_t>((r * d.S + s) * d.C) * es;
+          if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
+            std::memset(dst, 0, run);  // code 0 is +0 in f32, bf16 and cfp8
+          } else {
+            convert_run(x + ((n * d.H + ih) * d.W + iw) * d.C, dst, static_cast<size_t>(d.C), t);
+          }
+        }
+      }
+    }
+  });
+}
+
+// dx += fold(dcol) for output rows [m0, m1); one task per image, so writes never collide.
+void fold_add(const Conv2dDesc& d, const float* dcol, int64_t m0, int64_t m1, float* dx) {
+  const int64_t OH = d.OH(), OW = d.OW(), P = OH * OW, RSC = d.R * d.S * d.C;
+  int64_t n0 = m0 / P, n1 = (m1 - 1) / P + 1;
+  tbb::parallel_for(n0, n1, [&](int64_t n) {
+    int64_t a = std::max(m0, n * P), b = std::min(m1, (n + 1) * P);
+    for (int64_t m = a; m < b; ++m) {
+      int64_t p = m % P, oh = p / OW, ow = p % OW;
+      const float* row = dcol + (m - m0) * RSC;
+      for (int64_t r = 0; r < d.R; ++r) {
+        int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h;
+        if (ih < 0 || ih >= d.H) continue;
+        for (int64_t s = 0; s < d.S; ++s) {
+          int64_t iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
+          if (iw < 0 || iw >= d.W) continue;
+          float* dst = dx + ((n * d.H + ih) * d.W + iw) * d.C;
+          const float* src = row + (r * d.S + s) * d.C;
+          for (int64_t c = 0; c < d.C; ++c) dst[c] += src[c];
+        }
+      }
+    }
+  });
+}
+
+bool is_pointwise(const Conv2dDesc& d) {
+  return d.R == 1 && d.S == 1 && d.stride_h == 1 && d.stride_w == 1 && d.pad_h == 0 && d.pad_w == 0;
+}
+
+int64_t rows_per_chunk(const Conv2dDesc& d, size_t bytes_per_row) {
+  int64_t M = d.N * d.OH() * d.OW();
+  int64_t rows = static_cast<int64_t>(conv2d_workspace_bytes() / std::max<size_t>(bytes_per_row, 1));
+  return std::max<int64_t>(1, std::min(rows, M));
+}
+
+}  // namespace
+
+void set_conv2d_workspace_bytes(size_t bytes) { g_workspace = std::max<size_t>(bytes, 1); }
+size_t conv2d_workspace_bytes() { return g_workspace; }
+
+void conv2d_validate(const Conv2dDesc& d) {
+  TESSERA_CHECK(d.N >= 0 && d.H > 0 && d.W > 0 && d.C > 0 && d.K > 0 && d.R > 0 && d.S > 0,
+                "conv2d: bad sizes N=", d.N, " H=", d.H, " W=", d.W, " C=", d.C, " K=", d.K, " R=", d.R, " S=", d.S);
+  TESSERA_CHECK(d.stride_h > 0 && d.stride_w > 0 && d.dil_h > 0 && d.dil_w > 0 && d.pad_h >= 0 && d.pad_w >= 0,
+                "conv2d: bad stride (", d.stride_h, ", ", d.stride_w, "), dilation (", d.dil_h, ", ", d.dil_w,
+                ") or padding (", d.pad_h, ", ", d.pad_w, ")");
+  TESSERA_CHECK(d.OH() > 0 && d.OW() > 0, "conv2d: a ", d.R, "x", d.S, " filter with dilation (", d.dil_h, ", ",
+                d.dil_w, ") does not fit a padded ", d.H, "x", d.W, " input (padding ", d.pad_h, ", ", d.pad_w, ")");
+  TESSERA_CHECK_TYPE(d.compute == DType::f32 || d.compute == DType::bf16 || is_cfp8(d.compute),
+                     "conv2d: compute type ", dtype_name(d.compute), " is not f32, bf16 or cfp8");
+  if (is_cfp8(d.compute)) {
+    check_cfp8_bias(d.x_fmt.bias);
+    check_cfp8_bias(d.w_fmt.bias);
+    check_cfp8_bias(d.dy_fmt.bias);
+  }
+}
+
+void conv2d_forward(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                    Epilogue epilogue) {
+  conv2d_validate(d);
+  const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
+  if (M == 0) return;
+  OperandType xt = operand_type(d, d.x_fmt), wt = operand_type(d, d.w_fmt);
+  Converted wc = convert_all(w, static_cast<size_t>(RSC * d.K), wt);
+  GemmDesc g;
+  g.N = d.K;
+  g.K = RSC;
+  g.a_type = xt.type;
+  g.a_bias = xt.bias();
+  g.b_type = wt.type;
+  g.b_bias = wt.bias();
+  g.epilogue = epilogue;
+  g.bias = bias;
+  if (bias) {  // a bias given is always added: fold it into the epilogue
+    TESSERA_CHECK(epilogue == Epilogue::none || epilogue == Epilogue::relu || epilogue == Epilogue::gelu,
+                  "conv2d_forward: pass the bias pointer with epilogue none, relu or gelu, not ", epilogue_name(epilogue));
+    g.epilogue = epilogue == Epilogue::relu ? Epilogue::bias_relu
+                 : epilogue == Epilogue::gelu ? Epilogue::bias_gelu
+                                              : Epilogue::bias;
+  }
+  if (is_pointwise(d) && xt.type == DType::f32) {  // the input already is the GEMM's A
+    g.M = M;
+    gemm(g, x, wc.data, y);
+    return;
+  }
+  const int64_t chunk = rows_per_chunk(d, static_cast<size_t>(RSC) * xt.size());
+  std::vector<char> col(static_cast<size_t>(chunk * RSC) * xt.size() + 64);
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    int64_t m1 = std::min(M, m0 + chunk);
+    unfold(d, x, m0, m1, col.data(), xt);
+    g.M = m1 - m0;
+    gemm(g, col.data(), wc.data, y + m0 * d.K);
+  }
+}
+
+void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
+  conv2d_validate(d);
+  const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
+  std::memset(dx, 0, static_cast<size_t>(d.N * d.H * d.W * d.C) * sizeof(float));
+  if (M == 0) return;
+  OperandType dyt = operand_type(d, d.dy_fmt), wt = operand_type(d, d.w_fmt);
+  Converted wc = convert_all(w, static_cast<size_t>(RSC * d.K), wt);
+  GemmDesc g;
+  g.N = RSC;
+  g.K = d.K;
+  g.trans_b = true;  // w is [RSC, K]: op(B) = w^T
+  g.a_type = dyt.type;
+  g.a_bias = dyt.bias();
+  g.b_type = wt.type;
+  g.b_bias = wt.bias();
+  if (is_pointwise(d)) {  // dx = dy w^T directly, no folding
+    Converted dyc = convert_all(dy, static_cast<size_t>(M * d.K), dyt);
+    g.M = M;
+    gemm(g, dyc.data, wc.data, dx);
+    return;
+  }
+  const int64_t chunk = rows_per_chunk(d, static_cast<size_t>(RSC) * 4 + static_cast<size_t>(d.K) * dyt.size());
+  std::vector<float> dcol(static_cast<size_t>(chunk * RSC));
+  std::vector<char> dyn(dyt.type == DType::f32 ? 0 : static_cast<size_t>(chunk * d.K) * dyt.size() + 64);
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    int64_t m1 = std::min(M, m0 + chunk);
+    const void* a = dy + m0 * d.K;
+    if (dyt.type != DType::f32) {
+      convert_run(dy + m0 * d.K, dyn.data(), static_cast<size_t>((m1 - m0) * d.K), dyt);
+      a = dyn.data();
+    }
+    g.M = m1 - m0;
+    gemm(g, a, wc.data, dcol.data());
+    fold_add(d, dcol.data(), m0, m1, dx);
+  }
+}
+
+void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
+  conv2d_validate(d);
+  const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
+  if (dbias) bias_grad(dy, dbias, static_cast<size_t>(M), static_cast<size_t>(d.K));
+  if (M == 0) {
+    std::memset(dw, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
+    return;
+  }
+  OperandType xt = operand_type(d, d.x_fmt), dyt = operand_type(d, d.dy_fmt);
+  GemmDesc g;
+  g.M = RSC;
+  g.N = d.K;
+  g.trans_a = true;  // col is [rows, RSC]: op(A) = col^T
+  g.a_type = xt.type;
+  g.a_bias = xt.bias();
+  g.b_type = dyt.type;
+  g.b_bias = dyt.bias();
+  if (is_pointwise(d) && xt.type == DType::f32) {
+    g.K = M;
+    gemm(g, x, dy, dw);
+    return;
+  }
+  const int64_t chunk = rows_per_chunk(d, static_cast<size_t>(RSC) * xt.size() + static_cast<size_t>(d.K) * dyt.size());
+  std::vector<char> col(static_cast<size_t>(chunk * RSC) * xt.size() + 64);
+  std::vector<char> dyn(dyt.type == DType::f32 ? 0 : static_cast<size_t>(chunk * d.K) * dyt.size() + 64);
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    int64_t m1 = std::min(M, m0 + chunk);
+    unfold(d, x, m0, m1, col.data(), xt);
+    const void* b = dy + m0 * d.K;
+    if (dyt.type != DType::f32) {
+      convert_run(dy + m0 * d.K, dyn.data(), static_cast<size_t>((m1 - m0) * d.K), dyt);
+      b = dyn.data();
+    }
+    g.K = m1 - m0;
+    g.beta = m0 == 0 ? 0.f : 1.f;
+    gemm(g, col.data(), b, dw);
+  }
+}
+
+// ---- references ----
+
+void conv2d_forward_reference(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y) {
+  conv2d_validate(d);
+  const int64_t OH = d.OH(), OW = d.OW();
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t k = 0; k < d.K; ++k) {
+          double acc = bias ? bias[k] : 0.0;
+          for (int64_t r = 0; r < d.R; ++r)
+            for (int64_t s = 0; s < d.S; ++s) {
+              int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h, iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
+              if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+              for (int64_t c = 0; c < d.C; ++c)
+                acc += static_cast<double>(x[((n * d.H + ih) * d.W + iw) * d.C + c]) * w[((r * d.S + s) * d.C + c) * d.K + k];
+            }
+          y[((n * OH + oh) * OW + ow) * d.K + k] = static_cast<float>(acc);
+        }
+}
+
+void conv2d_backward_data_reference(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
+  conv2d_validate(d);
+  const int64_t OH = d.OH(), OW = d.OW();
+  std::vector<double> acc(static_cast<size_t>(d.N * d.H * d.W * d.C), 0.0);
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t r = 0; r < d.R; ++r)
+          for (int64_t s = 0; s < d.S; ++s) {
+            int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h, iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
+            if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+            for (int64_t c = 0; c < d.C; ++c)
+              for (int64_t k = 0; k < d.K; ++k)
+                acc[((n * d.H + ih) * d.W + iw) * d.C + c] +=
+                    static_cast<double>(dy[((n * OH + oh) * OW + ow) * d.K + k]) * w[((r * d.S + s) * d.C + c) * d.K + k];
+          }
+  for (size_t i = 0; i < acc.size(); ++i) dx[i] = static_cast<float>(acc[i]);
+}
+
+void conv2d_backward_weights_reference(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
+  conv2d_validate(d);
+  const int64_t OH = d.OH(), OW = d.OW();
+  std::vector<double> acc(static_cast<size_t>(d.R * d.S * d.C * d.K), 0.0), bacc(static_cast<size_t>(d.K), 0.0);
+  for (int64_t n = 0; n < d.N; ++n)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow)
+        for (int64_t k = 0; k < d.K; ++k) {
+          double g = dy[((n * OH + oh) * OW + ow) * d.K + k];
+          bacc[k] += g;
+          for (int64_t r = 0; r < d.R; ++r)
+            for (int64_t s = 0; s < d.S; ++s) {
+              int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h, iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
+              if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) continue;
+              for (int64_t c = 0; c < d.C; ++c)
+                acc[((r * d.S + s) * d.C + c) * d.K + k] += g * x[((n * d.H + ih) * d.W + iw) * d.C + c];
+            }
+        }
+  for (size_t i = 0; i < acc.size(); ++i) dw[i] = static_cast<float>(acc[i]);
+  if (dbias) for (int64_t k = 0; k < d.K; ++k) dbias[k] = static_cast<float>(bacc[k]);
+}
+
+}  // namespace tessera::kernels
