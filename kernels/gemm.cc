@@ -10,12 +10,14 @@
 #include <tessera/kernels/gemm_driver.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <string>
 
 namespace tessera::kernels {
 
 #if !defined(TESSERA_HAVE_AVX512_BF16)
 const GemmKernel* gemm_kernel_avx512_bf16() { return nullptr; }
+double gemm_bf16_dot_speedup() { return 0; }
 #endif
 #if !defined(TESSERA_HAVE_AVX512)
 const GemmKernel* gemm_kernel_avx512() { return nullptr; }
@@ -56,28 +58,68 @@ void check_ld(const char* name, int64_t ld, int64_t width, const char* stored) {
 // The reference is an entry like the others; its `ukernel` is null.
 const GemmKernel kReference = {"reference", 1, 1, 1, {}, nullptr, nullptr};
 
+// TESSERA_GEMM_BF16: "dot" (vdpbf16ps whenever the CPU has it), "fma" (always widen to f32),
+// "auto" or unset (measure, gemm_bf16_dot_speedup()). -1 auto, 0 fma, 1 dot.
+int bf16_policy_from_env() {
+  static const int policy = [] {
+    const char* v = std::getenv("TESSERA_GEMM_BF16");
+    if (!v || !*v || std::string(v) == "auto") return -1;
+    if (std::string(v) == "dot") return 1;
+    if (std::string(v) == "fma") return 0;
+    TESSERA_THROW(ValueError, "TESSERA_GEMM_BF16='", v, "' is not one of: auto, dot, fma");
+  }();
+  return policy;
+}
+
+// Whether bf16 / cfp8 operands may use the avx512_bf16 entry; if not, `why` says why.
+bool narrow_may_use_dot(std::string& why) {
+  const int forced = gemm_tuning().bf16_dot;
+  const int policy = forced >= 0 ? forced : bf16_policy_from_env();
+  if (policy >= 0) {
+    why = forced >= 0 ? "gemm_set_tuning(bf16_dot = 0)" : "TESSERA_GEMM_BF16=fma";
+    return policy == 1;
+  }
+  // Not usable anyway: select() reports the ISA reason; do not spend time measuring.
+  if (gemm_kernel_avx512_bf16() == nullptr || !isa_unavailable_reason(Isa::avx512_bf16).empty()) {
+    return true;
+  }
+  const double speedup = gemm_bf16_dot_speedup();
+  if (speedup >= kGemmDotMinSpeedup) return true;
+  why = "vdpbf16ps measured at " + std::to_string(speedup) +
+        "x the f32 FMA multiply-add rate on this CPU, so bf16/cfp8 are widened to f32 "
+        "(TESSERA_GEMM_BF16=dot forces vdpbf16ps)";
+  return false;
+}
+
+void log_once(std::atomic<bool>& done, const std::string& msg) {
+  if (done.exchange(true)) return;
+  auto logger = log::get("kernels");
+  if (logger->should_log(spdlog::level::debug)) logger->debug("{}", msg);
+}
+
 const Impl<GemmKernel>& pick(const GemmDesc& d) {
-  static const Impl<GemmKernel> kNarrow[] = {
+  static const Impl<GemmKernel> kDot[] = {
       {"avx512_bf16", Isa::avx512_bf16, gemm_kernel_avx512_bf16()},
       {"avx512", Isa::avx512, gemm_kernel_avx512()},
       {"avx2", Isa::avx2, gemm_kernel_avx2()},
       {"reference", Isa::scalar, &kReference},
   };
-  static const Impl<GemmKernel> kF32[] = {
+  static const Impl<GemmKernel> kFma[] = {
       {"avx512", Isa::avx512, gemm_kernel_avx512()},
       {"avx2", Isa::avx2, gemm_kernel_avx2()},
       {"reference", Isa::scalar, &kReference},
   };
-  if (d.a_type != DType::f32) return select("gemm (bf16/cfp8 operands)", kNarrow);
-  static std::atomic<bool> explained{false};
-  if (!explained.exchange(true)) {
-    auto logger = log::get("kernels");
-    if (logger->should_log(spdlog::level::debug)) {
-      logger->debug("gemm (f32 operands): avx512_bf16 does not apply (vdpbf16ps would round f32 "
-                    "inputs to bf16); f32 uses f32 FMA");
-    }
+  if (d.a_type == DType::f32) {
+    static std::atomic<bool> explained{false};
+    log_once(explained, "gemm (f32 operands): avx512_bf16 does not apply (vdpbf16ps would round "
+                        "f32 inputs to bf16); f32 uses f32 FMA");
+    return select("gemm", kFma);
   }
-  return select("gemm (f32 operands)", kF32);
+  std::string why;
+  if (narrow_may_use_dot(why)) return select("gemm", kDot);
+  static std::atomic<bool> explained{false};
+  log_once(explained, "gemm (bf16/cfp8 operands): skipped avx512_bf16: " + why);
+  return select("gemm", kFma);
 }
 
 }  // namespace

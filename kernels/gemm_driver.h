@@ -93,12 +93,21 @@ GemmOperand gemm_operand_a(const GemmDesc& d, const void* A);
 GemmOperand gemm_operand_b(const GemmDesc& d, const void* B);
 Cfp8Format gemm_cfp8_format(DType t, int bias);
 
+// Multiply-add rate of vdpbf16ps over that of f32 FMA (zmm, register-only loops), measured
+// once per process (< 1 ms); 0 when the avx512_bf16 rung is not compiled in or the CPU lacks
+// it. Decides whether bf16 / cfp8 operands use vdpbf16ps or are widened to f32 for FMA.
+double gemm_bf16_dot_speedup();
+// vdpbf16ps is used for bf16 / cfp8 when its measured rate is at least this fraction of FMA's:
+// where both are about equal the choice must not flip with measurement noise.
+inline constexpr double kGemmDotMinSpeedup = 0.75;
+
 // Tests and benchmarks: override blocking and threading (0 / -1 = the kernel's defaults).
 // Process-wide; change only while no gemm is running.
 struct GemmTuning {
   int64_t mc = 0, kc = 0, nc = 0;
   int64_t min_parallel_flops = -1;  // below this, one thread
   int threads = 0;                  // tasks to split into; 0 = the arena's concurrency
+  int bf16_dot = -1;  // bf16 / cfp8 on vdpbf16ps: 1 force, 0 never, -1 env TESSERA_GEMM_BF16
 };
 void gemm_set_tuning(const GemmTuning& t);
 GemmTuning gemm_tuning();

@@ -156,10 +156,14 @@ void gemm_pack_xcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
                           int w, uint32_t* dst) {
   const int64_t ksteps = (kc + KPACK - 1) / KPACK;
   const int64_t panels = (nx + w - 1) / w;
-  for (int64_t p = 0; p < panels; ++p) {
-    uint32_t* pd = dst + p * w * ksteps;
-    for (int64_t st = 0; st < ksteps; ++st) {
-      const int64_t k = k0 + st * KPACK;
+  // k outer: each source row is read front to back across all panels. Walking one panel's
+  // column strip down the rows instead jumps a row stride per step, which defeats the
+  // hardware prefetchers and made this loop memory-latency bound.
+  for (int64_t st = 0; st < ksteps; ++st) {
+    const int64_t k = k0 + st * KPACK;
+    const bool pair = KPACK == 2 && st * 2 + 1 < kc;
+    for (int64_t p = 0; p < panels; ++p) {
+      uint32_t* pd = dst + p * w * ksteps + st * w;
       for (int g0 = 0; g0 < w; g0 += 16) {
         const int gw = std::min(16, w - g0);
         const int64_t valid = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
@@ -167,14 +171,13 @@ void gemm_pack_xcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
         __m512i words;
         if constexpr (KPACK == 2) {
           const __m512i lo = _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off, valid));
-          const __m512i hi = st * 2 + 1 < kc
-                                 ? _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off + s.sk, valid))
-                                 : _mm512_setzero_si512();
+          const __m512i hi = pair ? _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off + s.sk, valid))
+                                  : _mm512_setzero_si512();
           words = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
         } else {
           words = gemm_load_f32x16<S>(s, off, valid);
         }
-        gemm_store_words(pd + st * w + g0, gw, words);
+        gemm_store_words(pd + g0, gw, words);
       }
     }
   }

@@ -119,6 +119,17 @@ void gemm_ukernel512(int64_t ksteps, const void* a_, const void* b_, int /*m*/, 
                      const GemmTile& t) {
   const char* a = static_cast<const char*>(a_);
   const char* b = static_cast<const char*>(b_);
+  // The C tile (or the prior it adds) is usually far away (L3 or memory); fetch it while the
+  // k loop runs.
+  {
+    const char* c = static_cast<const char*>(t.prior ? t.prior : t.out);
+    const int64_t ld = (t.prior ? t.ld_prior : t.ld_out) * ((t.prior ? t.prior_bf16 : t.out_bf16) ? 2 : 4);
+#pragma GCC unroll 16
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) _mm_prefetch(c + r * ld + 64 * v, _MM_HINT_T0);
+    }
+  }
   __m512 acc[ROWS][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < ROWS; ++r) {

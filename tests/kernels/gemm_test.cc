@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -231,9 +232,15 @@ class GemmRung : public ::testing::TestWithParam<Isa> {
     if (rung > cpu_isa()) GTEST_SKIP() << "this CPU lacks " << isa_name(rung);
     if (rung > compiled_isa()) GTEST_SKIP() << isa_name(rung) << " not compiled in";
     cap_ = std::make_unique<ScopedIsaCap>(rung);
+    tune({});
   }
   void TearDown() override { gemm_set_tuning({}); }
-  bool scalar() const { return GetParam() == Isa::scalar; }
+  // At the avx512_bf16 rung bf16 / cfp8 always run on vdpbf16ps here, even where dispatch
+  // would widen them to f32 because vdpbf16ps is slower on this CPU (AutoPolicy covers that).
+  void tune(GemmTuning t) {
+    t.bf16_dot = GetParam() == Isa::avx512_bf16 ? 1 : -1;
+    gemm_set_tuning(t);
+  }
   std::unique_ptr<ScopedIsaCap> cap_;
 };
 
@@ -415,7 +422,7 @@ TEST_P(GemmRung, SmallBlockingAndThreadGrids) {
   const GemmTuning tunings[] = {{16, 18, 96, 0, 1}, {8, 7, 48, 0, 2}, {24, 64, 64, 0, 3},
                                 {0, 0, 0, 0, 4}};
   for (const GemmTuning& tu : tunings) {
-    gemm_set_tuning(tu);
+    tune(tu);
     int n = 0;
     for (DType ty : {DType::f32, DType::bf16, DType::cfp8_e4m3}) {
       for (DType ct : {DType::f32, DType::bf16}) {
@@ -496,6 +503,35 @@ TEST_P(GemmRung, GeluMatchesExactErfForm) {
     }
   }
   RecordProperty("worst_gelu_error", std::to_string(worst));
+}
+
+// Without an override, bf16 / cfp8 use vdpbf16ps exactly when it is not much slower than f32
+// FMA on this CPU; TESSERA_GEMM_BF16-style forcing works both ways.
+TEST(GemmPolicy, AutoPolicyFollowsMeasuredSpeed) {
+  if (cpu_isa() < Isa::avx512_bf16 || compiled_isa() < Isa::avx512_bf16) {
+    GTEST_SKIP() << "no avx512_bf16";
+  }
+  ScopedIsaCap cap(Isa::avx512_bf16);
+  GemmDesc d;
+  d.a_type = d.b_type = DType::bf16;
+  const double speedup = gemm_bf16_dot_speedup();
+  EXPECT_GT(speedup, 0.0);
+  RecordProperty("bf16_dot_speedup", std::to_string(speedup));
+  if (std::getenv("TESSERA_GEMM_BF16") == nullptr) {
+    EXPECT_STREQ(gemm_impl_name(d), speedup >= kGemmDotMinSpeedup ? "avx512_bf16" : "avx512");
+  }
+  GemmTuning t;
+  t.bf16_dot = 1;
+  gemm_set_tuning(t);
+  EXPECT_STREQ(gemm_impl_name(d), "avx512_bf16");
+  t.bf16_dot = 0;
+  gemm_set_tuning(t);
+  EXPECT_STREQ(gemm_impl_name(d), "avx512");
+  d.a_type = d.b_type = DType::f32;
+  t.bf16_dot = 1;  // never applies to f32
+  gemm_set_tuning(t);
+  EXPECT_STREQ(gemm_impl_name(d), "avx512");
+  gemm_set_tuning({});
 }
 
 INSTANTIATE_TEST_SUITE_P(AllRungs, GemmRung,
