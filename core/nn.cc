@@ -171,6 +171,48 @@ Var Linear::forward(Var x) {
   return y;
 }
 
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, uint64_t seed, int64_t stride_, int64_t padding_,
+               int64_t dilation_, bool bias)
+    : in_channels(in), out_channels(out), kernel(k), stride(stride_), padding(padding_), dilation(dilation_),
+      has_bias_(bias) {
+  TESSERA_CHECK(in > 0 && out > 0 && k > 0 && stride_ > 0 && padding_ >= 0 && dilation_ > 0, "Conv2d(", in, ", ",
+                out, ", kernel ", k, ", stride ", stride_, ", padding ", padding_, ", dilation ", dilation_,
+                "): bad arguments");
+  double bound = 1.0 / std::sqrt(static_cast<double>(in * k * k));
+  add_parameter("weight", Tensor::uniform({k, k, in, out}, -bound, bound, seed));
+  if (bias) add_parameter("bias", Tensor::uniform({out}, -bound, bound, splitmix64(seed ^ 0xb1a5)));
+}
+
+Var Conv2d::forward(Var x) {
+  Trace& t = trace_of(x);
+  const Shape& s = x.shape();
+  if (s.ndim() != 4 || s[3] != in_channels) {
+    TESSERA_THROW(ValueError, "Conv2d layer '", t.scope(), "' expects NHWC input with ", in_channels,
+                  " channels, got ", s.str());
+  }
+  std::vector<Var> ins{x, param("weight")};
+  if (has_bias_) ins.push_back(param("bias"));
+  return t.apply1("conv2d", ins,
+                  {{"stride", std::vector<int64_t>{stride, stride}},
+                   {"pad", std::vector<int64_t>{padding, padding}},
+                   {"dilation", std::vector<int64_t>{dilation, dilation}},
+                   {"precision", std::string(precision_name(t.precision()))}});
+}
+
+Var MaxPool2d::forward(Var x) {
+  return trace_of(x).apply("maxpool2d", {x},
+                           {{"window", std::vector<int64_t>{window_, window_}},
+                            {"stride", std::vector<int64_t>{stride_, stride_}},
+                            {"pad", std::vector<int64_t>{padding_, padding_}}})[0];
+}
+
+Var AvgPool2d::forward(Var x) {
+  return trace_of(x).apply1("avgpool2d", {x},
+                            {{"window", std::vector<int64_t>{window_, window_}},
+                             {"stride", std::vector<int64_t>{stride_, stride_}},
+                             {"pad", std::vector<int64_t>{padding_, padding_}}});
+}
+
 Sequential& Sequential::add(std::shared_ptr<Module> m) {
   layers_.push_back(add_module(std::to_string(layers_.size()), std::move(m)));
   return *this;

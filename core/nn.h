@@ -141,6 +141,39 @@ class Linear : public Module {
   bool has_bias_;
 };
 
+// NHWC convolution with weights [R, S, C, K]. Init as torch.nn.Conv2d: W, b ~ U(-1/sqrt(fan_in),
+// 1/sqrt(fan_in)) with fan_in = C * R * S.
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, uint64_t seed, int64_t stride = 1,
+         int64_t padding = 0, int64_t dilation = 1, bool bias = true);
+  Var forward(Var x) override;
+  int64_t in_channels, out_channels, kernel, stride, padding, dilation;
+
+ private:
+  bool has_bias_;
+};
+
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(int64_t window, int64_t stride = 0, int64_t padding = 0)
+      : window_(window), stride_(stride ? stride : window), padding_(padding) {}
+  Var forward(Var x) override;
+
+ private:
+  int64_t window_, stride_, padding_;
+};
+
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(int64_t window, int64_t stride = 0, int64_t padding = 0)
+      : window_(window), stride_(stride ? stride : window), padding_(padding) {}
+  Var forward(Var x) override;
+
+ private:
+  int64_t window_, stride_, padding_;
+};
+
 class ReLU : public Module {
  public:
   Var forward(Var x) override { return relu(x); }

@@ -8,6 +8,7 @@ namespace tessera {
 void register_linalg_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
 void register_loss_ops(OpRegistry& r);
+void register_conv_ops(OpRegistry& r);
 
 OpRegistry& op_registry() {
   static OpRegistry* r = [] {
@@ -15,6 +16,7 @@ OpRegistry& op_registry() {
     register_linalg_ops(*reg);
     register_elementwise_ops(*reg);
     register_loss_ops(*reg);
+    register_conv_ops(*reg);
     return reg;
   }();
   return *r;
@@ -61,13 +63,13 @@ OpCost op_cost(const Graph& g, int node_id) {
 }
 
 GradContext::GradContext(Graph& g, int node_id, std::vector<int> dy)
-    : g_(g), node_id_(node_id), dy_(std::move(dy)) {}
+    : g_(g), node_id_(node_id), node_(g.node(node_id)), dy_(std::move(dy)) {}
 
 int GradContext::apply1(const std::string& op, const std::vector<int>& inputs, Attrs attrs) {
-  return g_.apply1(op, inputs, std::move(attrs), node().scope);
+  return g_.apply1(op, inputs, std::move(attrs), node_.scope);
 }
 std::vector<int> GradContext::apply(const std::string& op, const std::vector<int>& inputs, Attrs attrs) {
-  return g_.apply(op, inputs, std::move(attrs), node().scope);
+  return g_.apply(op, inputs, std::move(attrs), node_.scope);
 }
 
 }  // namespace tessera

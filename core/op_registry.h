@@ -48,7 +48,8 @@ struct OpContext {
 class GradContext {
  public:
   GradContext(Graph& g, int node_id, std::vector<int> dy);
-  const Node& node() const { return g_.node(node_id_); }
+  // A copy: emitting ops may grow the graph's node list and move the original.
+  const Node& node() const { return node_; }
   int in(int k) const { return node().inputs.at(k); }
   int out(int k) const { return node().outputs.at(k); }
   int dy(int k) const { return dy_.at(k); }  // -1 when that output has no gradient
@@ -60,6 +61,7 @@ class GradContext {
  private:
   Graph& g_;
   int node_id_;
+  Node node_;
   std::vector<int> dy_;
 };
 

@@ -17,10 +17,26 @@ nn::Var Mlp::forward(nn::Var x) {
   return (*fc3_)(x);
 }
 
-std::string model_names() { return "mlp"; }
+Cnn::Cnn(uint64_t seed) {
+  conv1_ = add_module("conv1", std::make_shared<nn::Conv2d>(1, 32, 3, splitmix64(seed + 11), 1, 1));
+  conv2_ = add_module("conv2", std::make_shared<nn::Conv2d>(32, 64, 3, splitmix64(seed + 12), 1, 1));
+  pool_ = add_module("pool", std::make_shared<nn::MaxPool2d>(2));
+  fc1_ = add_module("fc1", std::make_shared<nn::Linear>(3136, 128, splitmix64(seed + 13)));
+  fc2_ = add_module("fc2", std::make_shared<nn::Linear>(128, 10, splitmix64(seed + 14)));
+}
+
+nn::Var Cnn::forward(nn::Var x) {
+  x = (*pool_)(nn::relu((*conv1_)(x)));
+  x = (*pool_)(nn::relu((*conv2_)(x)));
+  x = nn::relu((*fc1_)(nn::flatten(x)));
+  return (*fc2_)(x);
+}
+
+std::string model_names() { return "mlp, cnn"; }
 
 std::shared_ptr<nn::Module> make_model(const std::string& name, uint64_t seed) {
   if (name == "mlp") return std::make_shared<Mlp>(seed);
+  if (name == "cnn") return std::make_shared<Cnn>(seed);
   TESSERA_THROW(ValueError, "unknown model '", name, "' (known: ", model_names(), ")");
 }
 

@@ -14,7 +14,7 @@ namespace tessera {
 
 const char* kTrainUsage =
     "usage: tessera train [options]\n"
-    "  --model NAME           mlp (default mlp)\n"
+    "  --model NAME           mlp | cnn (default cnn)\n"
     "  --precision P          fp32 | bf16 | cfp8 (default bf16)\n"
     "  --epochs N             (default 1)\n"
     "  --batch-size B         (default 64)\n"
@@ -63,6 +63,7 @@ double to_double(const std::string& flag, const std::string& s, double lo) {
 
 int train_command(const std::vector<std::string>& argv) {
   TrainOptions o;
+  o.model = "cnn";
   o.precision = Precision::bf16;
   o.opt.lr = 0.05;
   o.opt.momentum = 0.9;
@@ -100,7 +101,7 @@ int train_command(const std::vector<std::string>& argv) {
         return 2;
       }
     }
-    if (o.model != "mlp") models::make_model(o.model, 0);  // validates the name up front
+    models::make_model(o.model, 0);  // validates the name up front
     lr_schedule_from_name(o.schedule);
     if (o.optimizer == "adamw" && o.opt.momentum == 0.9) o.opt.momentum = 0;  // momentum is SGD's
   } catch (const ValueError& e) {

@@ -121,6 +121,45 @@ TEST(Autodiff, BiasAddReshapeAndCrossEntropy) {
   check_gradients(g, b, 1e-2);
 }
 
+TEST(Autodiff, Conv2dWithBiasStridePaddingDilation) {
+  struct Cfg {
+    int64_t stride, pad, dil, k;
+  };
+  for (Cfg c : {Cfg{1, 1, 1, 3}, Cfg{2, 0, 1, 3}, Cfg{1, 2, 2, 3}, Cfg{1, 0, 1, 1}}) {
+    Graph g;
+    Built b;
+    int x = g.input("x", {2, 6, 5, 3});
+    int w = g.param("w", {c.k, c.k, 3, 4});
+    int bias = g.param("b", {4});
+    b.feeds[x] = Tensor::normal({2, 6, 5, 3}, 0, 1, 21);
+    b.feeds[w] = Tensor::normal({c.k, c.k, 3, 4}, 0, 0.5, 22);
+    b.feeds[bias] = Tensor::normal({4}, 0, 1, 23);
+    int y = g.apply1("conv2d", {x, w, bias},
+                     {{"stride", std::vector<int64_t>{c.stride, c.stride}},
+                      {"pad", std::vector<int64_t>{c.pad, c.pad}},
+                      {"dilation", std::vector<int64_t>{c.dil, c.dil}}});
+    b.loss = weighted_loss(g, b.feeds, y);
+    b.wrt = {x, w, bias};
+    SCOPED_TRACE(testing::Message() << "stride " << c.stride << " pad " << c.pad << " dil " << c.dil);
+    check_gradients(g, b, 2e-2);
+  }
+}
+
+TEST(Autodiff, Pooling) {
+  for (const char* op : {"maxpool2d", "avgpool2d"}) {
+    Graph g;
+    Built b;
+    int x = g.input("x", {2, 6, 7, 3});
+    b.feeds[x] = Tensor::normal({2, 6, 7, 3}, 0, 1, 31);
+    int y = g.apply(op, {x}, {{"window", std::vector<int64_t>{3, 2}}, {"stride", std::vector<int64_t>{2, 2}},
+                             {"pad", std::vector<int64_t>{1, 0}}})[0];
+    b.loss = weighted_loss(g, b.feeds, y);
+    b.wrt = {x};
+    SCOPED_TRACE(op);
+    check_gradients(g, b, 2e-2, 1e-3);  // small eps: max pooling is piecewise linear
+  }
+}
+
 TEST(Autodiff, FanOutAndReuseSumGradients) {
   // loss = mse(x*x + x, 0) uses x three times.
   Graph g;
@@ -162,6 +201,14 @@ TEST(Autodiff, ShapeErrorsNameOpLayerAndShapes) {
     EXPECT_NE(m.find("31"), std::string::npos) << m;
   }
   EXPECT_THROW(t.apply1("no_such_op", {x}), ValueError);
+  nn::Conv2d conv(3, 8, 3, 1);
+  Var img = t.input("img", {4, 28, 28, 1});
+  try {
+    conv(img);
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("3 channels, got [4, 28, 28, 1]"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Executor, ReusesBuffersAndReportsStats) {
