@@ -55,50 +55,71 @@ struct Cfp8Tables {
 
 // ---- generic packing ---------------------------------------------------------------------------
 
-// Element (x, k) of an operand, as Out (float, or uint16_t bf16 bits).
-template <typename Out>
-struct Loader {
-  const GemmOperand& op;
-  const uint16_t* table = nullptr;
-  explicit Loader(const GemmOperand& o) : op(o) {
-    if (is_cfp8(op.type)) table = gemm_cfp8_bf16_table(op.fmt);
-  }
-  Out operator()(int64_t x, int64_t k) const {
-    int64_t off = x * op.sx + k * op.sk;
-    uint16_t h;
-    switch (op.type) {
-      case DType::f32:
-        if constexpr (std::is_same_v<Out, float>) {
-          return static_cast<const float*>(op.data)[off];
-        } else {
-          return f32_to_bf16(static_cast<const float*>(op.data)[off]);  // not used by the rungs
-        }
-      case DType::bf16: h = static_cast<const uint16_t*>(op.data)[off]; break;
-      default: h = table[static_cast<const uint8_t*>(op.data)[off]]; break;
-    }
-    if constexpr (std::is_same_v<Out, float>) {
-      return bf16_to_f32(h);
-    } else {
-      return h;
-    }
-  }
-};
-
-template <int KPACK, typename Out>
-void pack_generic(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0, int64_t kc, int w,
-                  Out* dst) {
-  Loader<Out> load(op);
+// The portable packers: one instance per (source type, output type), so the inner loop is a
+// plain load-convert-store the compiler can vectorize when the source is x-contiguous.
+template <int KPACK, typename Out, typename Src, typename Decode>
+void pack_generic(const Src* src, int64_t sx, int64_t sk, int64_t x0, int64_t nx, int64_t k0,
+                  int64_t kc, int w, Out* dst, Decode decode) {
   const int64_t ksteps = ceil_div(kc, KPACK);
   const int64_t panels = ceil_div(nx, w);
   for (int64_t p = 0; p < panels; ++p) {
+    const int64_t rows = std::min<int64_t>(w, nx - p * w);
     for (int64_t s = 0; s < ksteps; ++s) {
-      for (int r = 0; r < w; ++r) {
-        const int64_t x = p * w + r;
-        for (int t = 0; t < KPACK; ++t) {
-          const int64_t k = s * KPACK + t;
-          *dst++ = (x < nx && k < kc) ? load(x0 + x, k0 + k) : Out{0};
+      Out* d = dst + (p * ksteps + s) * w * KPACK;
+      for (int t = 0; t < KPACK; ++t) {
+        const int64_t k = s * KPACK + t;
+        if (k >= kc) {
+          for (int r = 0; r < w; ++r) d[r * KPACK + t] = Out{0};
+          continue;
         }
+        const Src* row = src + (x0 + p * w) * sx + (k0 + k) * sk;
+        if (sx == 1) {  // x-contiguous: a unit-stride loop the compiler vectorizes
+          for (int64_t r = 0; r < rows; ++r) d[r * KPACK + t] = decode(row[r]);
+        } else {
+          for (int64_t r = 0; r < rows; ++r) d[r * KPACK + t] = decode(row[r * sx]);
+        }
+        for (int64_t r = rows; r < w; ++r) d[r * KPACK + t] = Out{0};
       }
+    }
+  }
+}
+
+template <int KPACK, typename Out>
+void pack_generic_any(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0, int64_t kc,
+                      int w, Out* dst) {
+  constexpr bool kF32 = std::is_same_v<Out, float>;
+  switch (op.type) {
+    case DType::f32:
+      pack_generic<KPACK>(static_cast<const float*>(op.data), op.sx, op.sk, x0, nx, k0, kc, w, dst,
+                          [](float f) -> Out {
+                            if constexpr (kF32) {
+                              return f;
+                            } else {
+                              return f32_to_bf16(f);  // no rung packs f32 into bf16 panels
+                            }
+                          });
+      return;
+    case DType::bf16:
+      pack_generic<KPACK>(static_cast<const uint16_t*>(op.data), op.sx, op.sk, x0, nx, k0, kc, w,
+                          dst, [](uint16_t h) -> Out {
+                            if constexpr (kF32) {
+                              return bf16_to_f32(h);
+                            } else {
+                              return h;
+                            }
+                          });
+      return;
+    default: {
+      const uint16_t* table = gemm_cfp8_bf16_table(op.fmt);
+      pack_generic<KPACK>(static_cast<const uint8_t*>(op.data), op.sx, op.sk, x0, nx, k0, kc, w,
+                          dst, [table](uint8_t c) -> Out {
+                            if constexpr (kF32) {
+                              return bf16_to_f32(table[c]);
+                            } else {
+                              return table[c];
+                            }
+                          });
+      return;
     }
   }
 }
@@ -267,7 +288,7 @@ struct Grid {
   int tm = 1, tn = 1;
 };
 Grid choose_grid(const GemmDesc& d, const GemmKernel& k, int64_t nc, int tasks) {
-  const int64_t tiles_m = ceil_div(d.M, k.mr), tiles_n = ceil_div(d.N, k.nr);
+  const int64_t tiles_m = ceil_div(d.M, k.mr), tiles_n = ceil_div(d.N, k.lanes);
   const double K = static_cast<double>(std::max<int64_t>(d.K, 1));
   constexpr double kPackCost = 16;  // one packed element ~ this many multiply-adds
   Grid best;
@@ -277,7 +298,7 @@ Grid choose_grid(const GemmDesc& d, const GemmKernel& k, int64_t nc, int tasks) 
     const int tn = tasks / tm;
     if (tm > tiles_m || tn > tiles_n) continue;
     const double rows = static_cast<double>(ceil_div(tiles_m, tm) * k.mr);
-    const double cols = static_cast<double>(ceil_div(tiles_n, tn) * k.nr);
+    const double cols = static_cast<double>(ceil_div(tiles_n, tn) * k.lanes);
     const double cost = rows * cols * K +
                         kPackCost * (rows * K * static_cast<double>(ceil_div(static_cast<int64_t>(cols), nc)) + cols * K);
     if (best_cost < 0 || cost < best_cost) {
@@ -297,11 +318,11 @@ const uint16_t* gemm_cfp8_bf16_table(Cfp8Format f) {
 
 void gemm_pack_generic_f32(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0, int64_t kc,
                            int w, void* dst) {
-  pack_generic<1>(op, x0, nx, k0, kc, w, static_cast<float*>(dst));
+  pack_generic_any<1>(op, x0, nx, k0, kc, w, static_cast<float*>(dst));
 }
 void gemm_pack_generic_bf16(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0,
                             int64_t kc, int w, void* dst) {
-  pack_generic<2>(op, x0, nx, k0, kc, w, static_cast<uint16_t*>(dst));
+  pack_generic_any<2>(op, x0, nx, k0, kc, w, static_cast<uint16_t*>(dst));
 }
 
 Cfp8Format gemm_cfp8_format(DType t, int bias) {
@@ -368,7 +389,8 @@ void gemm_blocked(const GemmDesc& d, const void* A, const void* B, void* C, cons
     run_rect(pb, 0, d.M, 0, d.N);
     return;
   }
-  const int64_t tiles_m = ceil_div(d.M, k.mr), tiles_n = ceil_div(d.N, k.nr);
+  // Rows split at MR, columns at one vector: N = 512 with NR = 48 splits 256 / 256, not 288 / 224.
+  const int64_t tiles_m = ceil_div(d.M, k.mr), tiles_n = ceil_div(d.N, k.lanes);
   tbb::parallel_for(
       tbb::blocked_range<int>(0, tasks, 1),
       [&](const tbb::blocked_range<int>& r) {
@@ -376,8 +398,8 @@ void gemm_blocked(const GemmDesc& d, const void* A, const void* B, void* C, cons
           const int a = t / g.tn, b = t % g.tn;
           const int64_t m0 = std::min(d.M, tiles_m * a / g.tm * k.mr);
           const int64_t m1 = std::min(d.M, tiles_m * (a + 1) / g.tm * k.mr);
-          const int64_t n0 = std::min(d.N, tiles_n * b / g.tn * k.nr);
-          const int64_t n1 = std::min(d.N, tiles_n * (b + 1) / g.tn * k.nr);
+          const int64_t n0 = std::min(d.N, tiles_n * b / g.tn * k.lanes);
+          const int64_t n1 = std::min(d.N, tiles_n * (b + 1) / g.tn * k.lanes);
           if (m0 < m1 && n0 < n1) run_rect(pb, m0, m1, n0, n1);
         }
       },

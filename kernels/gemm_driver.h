@@ -69,6 +69,7 @@ struct GemmKernel {
   GemmBlocking blocking;
   GemmUkernelFn ukernel;
   GemmPackFn pack;
+  int lanes = 1;  // columns per vector: threads split N at this granularity, not at NR
 };
 
 // Per-rung kernels; nullptr where the rung was not compiled in.

@@ -158,7 +158,7 @@ void run(int64_t ksteps, const void* a, const void* b, int m, int n, const GemmT
   kFns[m - 1][(n + 7) / 8 - 1](ksteps, a, b, m, n, t);
 }
 
-const GemmKernel kKernel = {"avx2", kMR, kNR, 1, {384, 256, 3072}, &run, &gemm_pack_generic_f32};
+const GemmKernel kKernel = {"avx2", kMR, kNR, 1, {384, 256, 3072}, &run, &gemm_pack_generic_f32, 8};
 
 }  // namespace
 

@@ -19,7 +19,7 @@ struct FmaF32 {
 constexpr int kMR = 8, kNR = 48;
 // KC = 128: the f32 B micro-panel is 24 KB, as for the bf16 rung's 256 k.
 const GemmKernel kKernel = {"avx512", kMR, kNR, 1, {512, 128, 3072},
-                            &GemmUkernelTable512<FmaF32, kMR, kNR>::run, &gemm_pack512<1>};
+                            &GemmUkernelTable512<FmaF32, kMR, kNR>::run, &gemm_pack512<1>, 16};
 
 }  // namespace
 
