@@ -4,10 +4,36 @@
 
 #include <zlib.h>
 
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 
 namespace tessera {
+
+namespace {
+
+// gzread can hand out data from a corrupted stream without any error: when the compressed input
+// runs out exactly as the caller's buffer fills, the next read reports a plain end of file and
+// the stream's CRC is never checked. So compare with the gzip trailer here, when its length
+// field matches what was read (in a multi-member file the last trailer covers only the last
+// member, whose length then differs unless the earlier members are empty).
+void check_gzip_trailer(const std::string& path, uint32_t crc, int64_t produced) {
+  std::FILE* raw = std::fopen(path.c_str(), "rb");
+  if (!raw) TESSERA_THROW(IoError, path, ": cannot reopen (", std::strerror(errno), ")");
+  uint8_t t[8];
+  bool ok = std::fseek(raw, -8, SEEK_END) == 0 && std::fread(t, 1, 8, raw) == 8;
+  std::fclose(raw);
+  if (!ok) TESSERA_THROW(IoError, path, ": truncated: no room for the gzip trailer");
+  auto le32 = [](const uint8_t* b) {
+    return uint32_t{b[0]} | uint32_t{b[1]} << 8 | uint32_t{b[2]} << 16 | uint32_t{b[3]} << 24;
+  };
+  if (le32(t + 4) == static_cast<uint32_t>(produced) && le32(t) != crc) {
+    TESSERA_THROW(IoError, path, ": corrupted compressed data (CRC-32 of the data is ", crc,
+                  ", the gzip trailer says ", le32(t), ")");
+  }
+}
+
+}  // namespace
 
 IdxFile read_idx(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");  // reads plain files too
@@ -16,6 +42,8 @@ IdxFile read_idx(const std::string& path) {
     gzFile f;
     ~Closer() { gzclose(f); }
   } closer{f};
+  uLong crc = crc32(0L, Z_NULL, 0);  // of every byte read, for check_gzip_trailer
+  int64_t produced = 0;
   auto read_exact = [&](void* dst, size_t n, const char* what) {
     size_t got = 0;
     auto* p = static_cast<char*>(dst);
@@ -28,8 +56,10 @@ IdxFile read_idx(const std::string& path) {
         TESSERA_THROW(IoError, path, ": corrupted compressed data while reading ", what, " (", msg, ")");
       }
       if (r == 0) TESSERA_THROW(IoError, path, ": truncated: ", what, " needs ", n, " bytes, file ends after ", got);
+      crc = crc32(crc, reinterpret_cast<const Bytef*>(p + got), static_cast<uInt>(r));
       got += static_cast<size_t>(r);
     }
+    produced += static_cast<int64_t>(n);
   };
   uint8_t magic[4];
   read_exact(magic, 4, "the magic number");
@@ -52,8 +82,24 @@ IdxFile read_idx(const std::string& path) {
   }
   out.data.resize(static_cast<size_t>(total));
   read_exact(out.data.data(), out.data.size(), "the data");
-  char extra;
-  if (gzread(f, &extra, 1) > 0) TESSERA_THROW(IoError, path, ": has bytes past the ", total, " the header declares");
+  // Reading past the data also reaches the gzip trailer: a CRC or length mismatch (data that
+  // decompressed but is corrupted) or a missing trailer shows up only here, so gzread's -1 and
+  // Z_BUF_ERROR must not be taken for a clean end of file. A compressed stream that decodes to
+  // more than the header declares is drained first: if it then fails its CRC, the problem is
+  // corruption rather than extra data.
+  char extra[4096];
+  int r = gzread(f, extra, 1);
+  const bool surplus = r > 0;
+  if (surplus && !gzdirect(f)) {
+    while ((r = gzread(f, extra, sizeof extra)) > 0) {
+    }
+  }
+  int err = Z_OK;
+  const char* msg = gzerror(f, &err);
+  if (r < 0) TESSERA_THROW(IoError, path, ": corrupted compressed data (", msg, ")");
+  if (err == Z_BUF_ERROR) TESSERA_THROW(IoError, path, ": truncated: the compressed stream ends early (", msg, ")");
+  if (surplus) TESSERA_THROW(IoError, path, ": has bytes past the ", total, " the header declares");
+  if (!gzdirect(f)) check_gzip_trailer(path, static_cast<uint32_t>(crc), produced);
   return out;
 }
 

@@ -103,7 +103,19 @@ double LrSchedule::at(int64_t s) const {
 
 double global_norm(const std::vector<Tensor>& grads) {
   double sq = 0;
-  for (const Tensor& g : grads) sq += kernels::sum_squares(g.data<float>(), static_cast<size_t>(g.numel()));
+  for (const Tensor& g : grads) {
+    const float* p = g.data<float>();
+    const size_t n = static_cast<size_t>(g.numel());
+    double s = kernels::sum_squares(p, n);
+    // The f32 sum overflows once elements pass ~1.8e19 although every element is finite; redo
+    // it in double so such gradients are neither reported as Inf/NaN (a spurious loss-scaler
+    // skip) nor left unclipped. Real Inf elements still give Inf, NaN stays NaN.
+    if (std::isinf(s)) {
+      s = 0;
+      for (size_t i = 0; i < n; ++i) s += static_cast<double>(p[i]) * p[i];
+    }
+    sq += s;
+  }
   return std::sqrt(sq);
 }
 
