@@ -150,6 +150,25 @@ Dataset make_synthetic_classification(int64_t n, int64_t features, int64_t class
   return d;
 }
 
+Dataset make_synthetic_sequences(int64_t n, int64_t seq, int64_t vocab, uint64_t seed) {
+  TESSERA_CHECK(n > 0 && seq > 0 && vocab > 1, "synthetic sequences: bad sizes n=", n, " seq=", seq, " vocab=", vocab);
+  Dataset d;
+  d.num_classes = vocab;
+  d.x = Tensor::empty({n, seq}, DType::i32);
+  d.y = Tensor::empty({n, seq}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t period = 2 + static_cast<int64_t>(random_bits(seed, 3 * i) % 3);  // motif length 2..4
+    int32_t motif[4];
+    for (int k = 0; k < 4; ++k) motif[k] = static_cast<int32_t>(random_bits(seed + 1, 4 * i + k) % vocab);
+    for (int64_t t = 0; t <= seq; ++t) {
+      int32_t tok = motif[t % period];
+      if (t < seq) d.x.data<int32_t>()[i * seq + t] = tok;
+      if (t > 0) d.y.data<int32_t>()[i * seq + t - 1] = tok;
+    }
+  }
+  return d;
+}
+
 // ---- DataLoader ----
 
 DataLoader::DataLoader(const Dataset& data, int64_t batch_size, uint64_t seed, bool shuffle, bool drop_last,
@@ -157,6 +176,9 @@ DataLoader::DataLoader(const Dataset& data, int64_t batch_size, uint64_t seed, b
     : data_(data), batch_(batch_size), seed_(seed), shuffle_(shuffle), drop_last_(drop_last),
       prefetch_(std::max(prefetch, 1)) {
   TESSERA_CHECK(batch_size > 0, "DataLoader: batch size ", batch_size, " must be positive");
+  TESSERA_CHECK(data.x.defined() && data.y.defined() && data.x.size(0) == data.y.size(0) && data.x.is_contiguous() &&
+                    data.y.is_contiguous(),
+                "DataLoader: dataset x and y must be contiguous with the same number of examples");
   TESSERA_CHECK(data.size() >= batch_size || !drop_last, "DataLoader: batch size ", batch_size,
                 " exceeds the dataset size ", data.size());
   start_epoch(0, 0);
@@ -172,21 +194,21 @@ int64_t DataLoader::batches_per_epoch() const {
 Batch DataLoader::make_batch(int64_t epoch, int64_t index) const {
   int64_t start = index * batch_;
   int64_t count = std::min(batch_, data_.size() - start);
-  std::vector<int64_t> xs = data_.x.shape().dims();
-  int64_t per = data_.x.numel() / std::max<int64_t>(data_.size(), 1);
-  xs[0] = count;
+  auto gather = [&](const Tensor& src) {
+    std::vector<int64_t> dims = src.shape().dims();
+    dims[0] = count;
+    Tensor out = Tensor::empty(Shape(dims), src.dtype());
+    size_t per = src.nbytes() / static_cast<size_t>(std::max<int64_t>(data_.size(), 1));
+    const char* s = static_cast<const char*>(src.raw_data());
+    char* d = static_cast<char*>(out.raw_data());
+    for (int64_t i = 0; i < count; ++i) std::memcpy(d + i * per, s + order_[start + i] * per, per);
+    return out;
+  };
   Batch b;
   b.epoch = epoch;
   b.index = index;
-  b.x = Tensor::empty(Shape(xs));
-  b.y = Tensor::empty({count}, DType::i32);
-  const float* sx = data_.x.data<float>();
-  const int32_t* sy = data_.y.data<int32_t>();
-  for (int64_t i = 0; i < count; ++i) {
-    int64_t src = order_[start + i];
-    std::memcpy(b.x.data<float>() + i * per, sx + src * per, per * sizeof(float));
-    b.y.data<int32_t>()[i] = sy[src];
-  }
+  b.x = gather(data_.x);
+  b.y = gather(data_.y);
   return b;
 }
 

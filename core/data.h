@@ -31,8 +31,8 @@ struct IdxFile {
 IdxFile read_idx(const std::string& path);  // IoError with the path and the problem
 
 struct Dataset {
-  Tensor x;  // [N, ...] f32
-  Tensor y;  // [N] i32
+  Tensor x;  // [N, ...] f32 (images, features) or i32 (token ids)
+  Tensor y;  // [N] or [N, ...] i32 labels (per example, or per token)
   int64_t size() const { return x.defined() ? x.size(0) : 0; }
   int64_t num_classes = 0;
 };
@@ -40,6 +40,9 @@ struct Dataset {
 enum class Split { train, test };
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 Dataset load_fashion_mnist(const std::string& dir, Split split);
+// Token sequences for language-model tests: x [n, seq] i32, y [n, seq] = x shifted by one
+// (next-token targets). Each sequence repeats a short random motif, so it is learnable.
+Dataset make_synthetic_sequences(int64_t n, int64_t seq, int64_t vocab, uint64_t seed);
 // Gaussian blobs: `classes` centres in `features` dimensions, N examples; seeded.
 Dataset make_synthetic_classification(int64_t n, int64_t features, int64_t classes, uint64_t seed,
                                       double spread = 0.5);

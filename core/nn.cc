@@ -160,15 +160,97 @@ Linear::Linear(int64_t in, int64_t out, uint64_t seed, bool bias)
 
 Var Linear::forward(Var x) {
   Trace& t = trace_of(x);
-  const Shape& s = x.shape();
-  if (s.ndim() != 2 || s[1] != in_features) {
-    std::string where = t.scope();
-    TESSERA_THROW(ValueError, "Linear layer '", where, "' expects input [batch, ", in_features, "], got ",
+  const Shape s = x.shape();
+  if (s.ndim() < 2 || s[-1] != in_features) {
+    TESSERA_THROW(ValueError, "Linear layer '", t.scope(), "' expects input [batch, ", in_features, "], got ",
                   s.str());
   }
-  Var y = matmul(x, param("weight"));
+  Var flat = s.ndim() == 2 ? x : reshape(x, Shape{s.numel() / in_features, in_features});
+  Var y = matmul(flat, param("weight"));
   if (has_bias_) y = t.apply1("bias_add", {y, param("bias")});
-  return y;
+  if (s.ndim() == 2) return y;
+  std::vector<int64_t> out = s.dims();
+  out.back() = out_features;
+  return reshape(y, Shape(out));
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps) : dim_(dim), eps_(eps) {
+  TESSERA_CHECK(dim > 0 && eps > 0, "LayerNorm(", dim, ", eps ", eps, "): bad arguments");
+  add_parameter("weight", Tensor::full({dim}, 1.0));
+  add_parameter("bias", Tensor::zeros({dim}));
+}
+
+Var LayerNorm::forward(Var x) {
+  Trace& t = trace_of(x);
+  if (x.shape().ndim() < 1 || x.shape()[-1] != dim_) {
+    TESSERA_THROW(ValueError, "LayerNorm layer '", t.scope(), "' expects last dimension ", dim_, ", got ", x.shape().str());
+  }
+  return t.apply("layer_norm", {x, param("weight"), param("bias")}, {{"eps", eps_}})[0];
+}
+
+Embedding::Embedding(int64_t v, int64_t d, uint64_t seed) : vocab(v), dim(d) {
+  TESSERA_CHECK(v > 0 && d > 0, "Embedding(", v, ", ", d, "): sizes must be positive");
+  add_parameter("weight", Tensor::normal({v, d}, 0.0, 1.0, seed));
+}
+
+Var Embedding::forward(Var ids) {
+  Trace& t = trace_of(ids);
+  if (ids.dtype() != DType::i32) {
+    TESSERA_THROW(TypeError, "Embedding layer '", t.scope(), "' expects i32 token ids, got ", dtype_name(ids.dtype()));
+  }
+  return t.apply1("embedding", {param("weight"), ids});
+}
+
+Var Dropout::forward(Var x) {
+  if (p_ == 0) return x;
+  return trace_of(x).apply("dropout", {x}, {{"p", p_}})[0];
+}
+
+MultiHeadSelfAttention::MultiHeadSelfAttention(int64_t dim, int64_t heads, bool causal, uint64_t seed, double dropout)
+    : dim_(dim), heads_(heads), causal_(causal) {
+  TESSERA_CHECK(dim > 0 && heads > 0 && dim % heads == 0, "MultiHeadSelfAttention: dim ", dim,
+                " must be a positive multiple of heads ", heads);
+  qkv_ = add_module("qkv", std::make_shared<Linear>(dim, 3 * dim, splitmix64(seed + 1)));
+  proj_ = add_module("proj", std::make_shared<Linear>(dim, dim, splitmix64(seed + 2)));
+  drop_ = add_module("drop", std::make_shared<Dropout>(dropout));
+}
+
+Var MultiHeadSelfAttention::forward(Var x) {
+  Trace& t = trace_of(x);
+  const Shape s = x.shape();
+  if (s.ndim() != 3 || s[2] != dim_) {
+    TESSERA_THROW(ValueError, "attention layer '", t.scope(), "' expects [batch, seq, ", dim_, "], got ", s.str());
+  }
+  const int64_t B = s[0], T = s[1], H = heads_, dh = dim_ / heads_;
+  Var qkv = reshape((*qkv_)(x), Shape{B, T, 3, H, dh});
+  // [3, B, H, T, dh]: q, k, v each [B*H, T, dh].
+  Var split = t.apply1("permute", {qkv}, {{"order", std::vector<int64_t>{2, 0, 3, 1, 4}}});
+  Var flat = reshape(split, Shape{3, B * H * T * dh});
+  auto part = [&](int64_t i) {
+    Var one = t.apply1("slice_rows", {flat}, {{"start", i}, {"end", i + 1}});
+    return reshape(one, Shape{B * H, T, dh});
+  };
+  Var q = part(0), k = part(1), v = part(2);
+  Var scores = t.apply1("bmm", {q, k}, {{"trans_b", int64_t{1}}, {"alpha", 1.0 / std::sqrt(static_cast<double>(dh))}});
+  if (causal_) scores = t.apply1("causal_mask", {scores});
+  Var p = (*drop_)(t.apply1("softmax", {scores}));
+  Var o = t.apply1("bmm", {p, v});  // [B*H, T, dh]
+  Var merged = t.apply1("permute", {reshape(o, Shape{B, H, T, dh})}, {{"order", std::vector<int64_t>{0, 2, 1, 3}}});
+  return (*proj_)(reshape(merged, Shape{B, T, dim_}));
+}
+
+TransformerBlock::TransformerBlock(int64_t dim, int64_t heads, uint64_t seed, int64_t mlp_ratio, double dropout) {
+  ln1_ = add_module("ln1", std::make_shared<LayerNorm>(dim));
+  attn_ = add_module("attn", std::make_shared<MultiHeadSelfAttention>(dim, heads, true, splitmix64(seed + 1), dropout));
+  ln2_ = add_module("ln2", std::make_shared<LayerNorm>(dim));
+  fc1_ = add_module("fc1", std::make_shared<Linear>(dim, mlp_ratio * dim, splitmix64(seed + 2)));
+  fc2_ = add_module("fc2", std::make_shared<Linear>(mlp_ratio * dim, dim, splitmix64(seed + 3)));
+  drop_ = add_module("drop", std::make_shared<Dropout>(dropout));
+}
+
+Var TransformerBlock::forward(Var x) {
+  x = x + (*attn_)((*ln1_)(x));
+  return x + (*drop_)((*fc2_)(gelu((*fc1_)((*ln2_)(x)))));
 }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, uint64_t seed, int64_t stride_, int64_t padding_,

@@ -130,7 +130,7 @@ Var cross_entropy(Var logits, Var labels);  // mean softmax cross-entropy, label
 Var mse_loss(Var pred, Var target);
 
 // ---- layers ----
-// y = x W + b with W stored [in, out]. Init as torch.nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).
+// y = x W + b with W stored [in, out]; x may have leading dims ([..., in] -> [..., out]). Init as torch.nn.Linear: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).
 class Linear : public Module {
  public:
   Linear(int64_t in, int64_t out, uint64_t seed, bool bias = true);
@@ -172,6 +172,63 @@ class AvgPool2d : public Module {
 
  private:
   int64_t window_, stride_, padding_;
+};
+
+// Layer normalization over the last dimension (gamma = 1, beta = 0 initially, eps 1e-5).
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-5);
+  Var forward(Var x) override;
+
+ private:
+  int64_t dim_;
+  double eps_;
+};
+
+// Token ids (i32, any shape) -> vectors [..., dim]; init N(0, 1) as torch.nn.Embedding.
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab, int64_t dim, uint64_t seed);
+  Var forward(Var ids) override;
+  int64_t vocab, dim;
+};
+
+// Zeroes elements with probability p while training (scaling the rest by 1 / (1 - p)); the
+// identity in evaluation.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p) : p_(p) {}
+  Var forward(Var x) override;
+
+ private:
+  double p_;
+};
+
+// Multi-head self-attention on [B, T, D] with an optional causal mask.
+class MultiHeadSelfAttention : public Module {
+ public:
+  MultiHeadSelfAttention(int64_t dim, int64_t heads, bool causal, uint64_t seed, double dropout = 0.0);
+  Var forward(Var x) override;
+
+ private:
+  int64_t dim_, heads_;
+  bool causal_;
+  std::shared_ptr<class Linear> qkv_, proj_;
+  std::shared_ptr<Dropout> drop_;
+};
+
+// Pre-norm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x)) with a GELU MLP of
+// width mlp_ratio * dim.
+class TransformerBlock : public Module {
+ public:
+  TransformerBlock(int64_t dim, int64_t heads, uint64_t seed, int64_t mlp_ratio = 4, double dropout = 0.0);
+  Var forward(Var x) override;
+
+ private:
+  std::shared_ptr<LayerNorm> ln1_, ln2_;
+  std::shared_ptr<MultiHeadSelfAttention> attn_;
+  std::shared_ptr<class Linear> fc1_, fc2_;
+  std::shared_ptr<Dropout> drop_;
 };
 
 class ReLU : public Module {

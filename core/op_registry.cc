@@ -9,6 +9,7 @@ void register_linalg_ops(OpRegistry& r);
 void register_elementwise_ops(OpRegistry& r);
 void register_loss_ops(OpRegistry& r);
 void register_conv_ops(OpRegistry& r);
+void register_transformer_ops(OpRegistry& r);
 
 OpRegistry& op_registry() {
   static OpRegistry* r = [] {
@@ -17,6 +18,7 @@ OpRegistry& op_registry() {
     register_elementwise_ops(*reg);
     register_loss_ops(*reg);
     register_conv_ops(*reg);
+    register_transformer_ops(*reg);
     return reg;
   }();
   return *r;

@@ -31,7 +31,23 @@ class Cnn : public nn::Module {
   std::shared_ptr<nn::Linear> fc1_, fc2_;
 };
 
-// By name: "mlp", "cnn". ValueError lists the known names.
+// A small causal transformer language model: token + learned position embeddings, `layers`
+// pre-norm blocks, final layer norm, linear head. Input ids [B, seq] i32, output logits
+// [B * seq, vocab].
+class TransformerLm : public nn::Module {
+ public:
+  TransformerLm(int64_t vocab, int64_t seq, int64_t dim, int64_t heads, int64_t layers, uint64_t seed);
+  nn::Var forward(nn::Var ids) override;
+  int64_t vocab, seq, dim;
+
+ private:
+  std::shared_ptr<nn::Embedding> tok_;
+  std::vector<std::shared_ptr<nn::TransformerBlock>> blocks_;
+  std::shared_ptr<nn::LayerNorm> ln_;
+  std::shared_ptr<nn::Linear> head_;
+};
+
+// By name: "mlp", "cnn", "transformer" (vocab 64, seq 32, dim 64, 4 heads, 2 layers). ValueError lists the known names.
 std::shared_ptr<nn::Module> make_model(const std::string& name, uint64_t seed);
 std::string model_names();
 

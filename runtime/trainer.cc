@@ -36,12 +36,18 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_
   for (int64_t d : example_.dims()) xs.push_back(d);
   train_trace_ = std::make_unique<nn::Trace>(opt_.precision);
   nn::Trace& t = *train_trace_;
-  nn::Var x = t.input("x", Shape(xs));
-  nn::Var y = t.input("labels", {opt_.batch_size}, DType::i32);
+  nn::Var x = t.input("x", Shape(xs), opt_.input_dtype);
+  std::vector<int64_t> ys{opt_.batch_size};
+  int64_t rows = opt_.batch_size;
+  for (int64_t d : opt_.label_shape) {
+    ys.push_back(d);
+    rows *= d;
+  }
+  nn::Var y = t.input("labels", Shape(ys), DType::i32);
   nn::Var logits = (*model_)(x);
-  TESSERA_CHECK(logits.shape() == Shape({opt_.batch_size, classes_}), "model output ", logits.shape().str(),
-                " is not [batch, classes] = [", opt_.batch_size, ", ", classes_, "]");
-  nn::Var loss = nn::cross_entropy(logits, y);
+  TESSERA_CHECK(logits.shape() == Shape({rows, classes_}), "model output ", logits.shape().str(),
+                " is not [labels per batch, classes] = [", rows, ", ", classes_, "]");
+  nn::Var loss = nn::cross_entropy(logits, ys.size() == 1 ? y : nn::reshape(y, Shape{rows}));
   t.finish();
   x_ = x.id();
   y_ = y.id();
@@ -110,7 +116,7 @@ Trainer::EvalProgram& Trainer::eval_program(int64_t batch) {
   std::vector<int64_t> xs{batch};
   for (int64_t d : example_.dims()) xs.push_back(d);
   p->trace = std::make_unique<nn::Trace>(opt_.precision);
-  nn::Var x = p->trace->input("x", Shape(xs));
+  nn::Var x = p->trace->input("x", Shape(xs), opt_.input_dtype);
   model_->set_training(false);
   nn::Var logits = (*model_)(x);
   model_->set_training(true);
@@ -126,6 +132,7 @@ double Trainer::evaluate(const Dataset& d) {
   int64_t n = d.size(), correct = 0;
   TESSERA_CHECK(n > 0, "evaluate: empty dataset");
   DataLoader loader(d, std::min(opt_.eval_batch, n), 0, /*shuffle=*/false, /*drop_last=*/false);
+  n = d.y.numel();  // accuracy over every label (one per example, or one per token)
   Batch b;
   // Eval uses its own precision state so it does not disturb the training amax histories.
   PrecisionState eval_precision(opt_.cfp8);

@@ -40,6 +40,8 @@ struct TrainOptions {
   int64_t max_steps = -1;      // stop early (tests, benchmarks); -1: full epochs
   bool progress = true;        // progress bar on stderr
   Cfp8Policy cfp8;
+  DType input_dtype = DType::f32;    // i32 for token ids
+  std::vector<int64_t> label_shape;  // per-example label dims: {} for one class label, {T} per token
   bool loss_scaling = true;    // dynamic loss scaling for bf16 / cfp8
 };
 

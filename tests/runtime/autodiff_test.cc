@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 
 namespace tessera {
@@ -158,6 +159,86 @@ TEST(Autodiff, Pooling) {
     SCOPED_TRACE(op);
     check_gradients(g, b, 2e-2, 1e-3);  // small eps: max pooling is piecewise linear
   }
+}
+
+TEST(Autodiff, TransformerOps) {
+  {  // layer norm
+    Graph g;
+    Built b;
+    int x = g.input("x", {3, 4, 6});
+    int gm = g.param("g", {6}), bt = g.param("b", {6});
+    b.feeds[x] = Tensor::normal({3, 4, 6}, 0, 2, 41);
+    b.feeds[gm] = Tensor::normal({6}, 1, 0.3, 42);
+    b.feeds[bt] = Tensor::normal({6}, 0, 0.3, 43);
+    b.loss = weighted_loss(g, b.feeds, g.apply("layer_norm", {x, gm, bt})[0]);
+    b.wrt = {x, gm, bt};
+    SCOPED_TRACE("layer_norm");
+    check_gradients(g, b, 2e-2);
+  }
+  for (int ta = 0; ta < 2; ++ta) {
+    for (int tb = 0; tb < 2; ++tb) {  // bmm, with alpha
+      Graph g;
+      Built b;
+      int x = g.input("x", ta ? Shape{2, 4, 3} : Shape{2, 3, 4});
+      int y = g.input("y", tb ? Shape{2, 5, 4} : Shape{2, 4, 5});
+      b.feeds[x] = Tensor::normal(g.value(x).shape, 0, 1, 44);
+      b.feeds[y] = Tensor::normal(g.value(y).shape, 0, 1, 45);
+      int z = g.apply1("bmm", {x, y}, {{"trans_a", int64_t{ta}}, {"trans_b", int64_t{tb}}, {"alpha", 0.5}});
+      b.loss = weighted_loss(g, b.feeds, z);
+      b.wrt = {x, y};
+      SCOPED_TRACE(testing::Message() << "bmm " << ta << tb);
+      check_gradients(g, b, 2e-2);
+    }
+  }
+  {  // permute, causal mask, softmax, slice_rows, dropout chained
+    Graph g;
+    Built b;
+    int x = g.input("x", {2, 4, 4});
+    b.feeds[x] = Tensor::normal({2, 4, 4}, 0, 1, 46);
+    int p = g.apply1("permute", {x}, {{"order", std::vector<int64_t>{0, 2, 1}}});
+    int m = g.apply1("causal_mask", {p});
+    int sm = g.apply1("softmax", {m});
+    int d = g.apply("dropout", {sm}, {{"p", 0.25}})[0];
+    int r = g.apply1("reshape", {d}, {{"shape", std::vector<int64_t>{8, 4}}});
+    int sl = g.apply1("slice_rows", {r}, {{"start", int64_t{2}}, {"end", int64_t{7}}});
+    b.loss = weighted_loss(g, b.feeds, sl);
+    b.wrt = {x};
+    SCOPED_TRACE("permute/mask/softmax/dropout/slice");
+    check_gradients(g, b, 2e-2, 1e-3);
+  }
+  {  // embedding: gradient wrt the table, repeated ids accumulate
+    Graph g;
+    Built b;
+    int table = g.param("table", {5, 3});
+    int ids = g.input("ids", {2, 3}, DType::i32);
+    b.feeds[table] = Tensor::normal({5, 3}, 0, 1, 47);
+    Tensor t = Tensor::empty({2, 3}, DType::i32);
+    int32_t v[] = {0, 4, 4, 2, 0, 1};
+    std::memcpy(t.data<int32_t>(), v, sizeof v);
+    b.feeds[ids] = t;
+    b.loss = weighted_loss(g, b.feeds, g.apply1("embedding", {table, ids}));
+    b.wrt = {table};
+    SCOPED_TRACE("embedding");
+    check_gradients(g, b, 2e-2);
+  }
+}
+
+TEST(Autodiff, TransformerBlockEndToEnd) {
+  nn::Trace tr;
+  nn::TransformerBlock block(8, 2, 5);
+  Var x = tr.input("x", {2, 3, 8});
+  Var y = block(x);
+  tr.finish();
+  Graph& g = tr.graph();
+  Built b;
+  b.feeds[x.id()] = Tensor::normal({2, 3, 8}, 0, 1, 48);
+  for (auto& [id, p] : tr.params()) {
+    b.feeds[id] = p->value;
+    b.wrt.push_back(id);
+  }
+  b.wrt.push_back(x.id());
+  b.loss = weighted_loss(g, b.feeds, y.id());
+  check_gradients(g, b, 3e-2);
 }
 
 TEST(Autodiff, FanOutAndReuseSumGradients) {
