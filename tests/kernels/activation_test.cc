@@ -55,7 +55,7 @@ TEST_P(ActivationRung, Relu) {
       ASSERT_EQ(dx[i], x[i] > 0 ? dy[i] : 0.0f) << i;  // NaN dy where x <= 0 gives 0
     }
     relu(x.data(), x.data(), n);  // in place
-    EXPECT_EQ(std::memcmp(x.data(), y.data(), 4 * n), 0);
+    EXPECT_TRUE(testing::same_bits(x, y));
   }
 }
 
@@ -152,10 +152,10 @@ TEST_P(ActivationRung, Bf16InputsEqualWideningFirst) {
     for (size_t i = 0; i < n; ++i) wide[i] = bf16_to_f32(xb[i]);
     relu(wide.data(), want.data(), n);
     relu_bf16(xb.data(), got.data(), n);
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * n), 0);
+    EXPECT_TRUE(testing::same_bits(got, want));
     gelu(wide.data(), want.data(), n);
     gelu_bf16(xb.data(), got.data(), n);
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * n), 0);
+    EXPECT_TRUE(testing::same_bits(got, want));
   }
 }
 

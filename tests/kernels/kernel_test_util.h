@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -93,6 +94,11 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& got, const
   }
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << bad << " of " << got.size() << " elements wrong:" << first.str();
+}
+
+// Bit-for-bit equality of two float arrays (NaN payloads included); empty arrays are equal.
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), 4 * a.size()) == 0);
 }
 
 inline ::testing::AssertionResult scalar_close(double got, double want, double rtol, double atol) {
