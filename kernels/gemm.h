@@ -18,9 +18,11 @@
 //    cfp8 x bf16, ...). cfp8 operands carry their exponent bias in a_bias / b_bias (-1: the
 //    layout default, 7 for e4m3, 15 for e5m2). f32 mixed with a narrow type is a TypeError:
 //    convert first, so that the rounding is explicit.
-//  - Products are accumulated in f32. With bf16/cfp8 operands on AVX512_BF16 CPUs the products
-//    come from vdpbf16ps, which treats bf16 denormal inputs as zero and flushes denormal
-//    partial sums (no cfp8 value is a bf16 denormal).
+//  - Products are accumulated in f32. With bf16/cfp8 operands, denormals count as zero and
+//    denormal results flush to zero (inputs, partial sums, C and bias in the epilogue), on
+//    every path: vdpbf16ps behaves so by itself, and the f32 FMA path runs with MXCSR FTZ|DAZ
+//    for the call. No cfp8 value is a bf16 denormal. f32 GEMM keeps IEEE denormals. The
+//    scalar reference never flushes.
 //  - beta == 0 never reads C (C may hold NaN). The bias (f32, length N, added to every row) and
 //    the activation are applied after alpha and beta. gelu is the exact erf form
 //    0.5 x (1 + erf(x / sqrt 2)) (PyTorch's default), vectorized to within 1e-6 absolute in erf.

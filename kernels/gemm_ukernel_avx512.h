@@ -68,37 +68,29 @@ inline __m512i gemm_bf16_rne512(__m512 f) {
   return _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
 }
 
-// The GemmTile contract on a register tile: out = act(alpha P + prior_scale prior + bias).
-template <int ROWS, int NV>
-inline void gemm_store_tile512(__m512 (&acc)[ROWS][NV], int n, const GemmTile& t) {
-  const int tail = n - 16 * (NV - 1);  // 1..16 real lanes in the last vector
-  const __mmask16 last = tail >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << tail) - 1);
-  __mmask16 mask[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) mask[v] = v == NV - 1 ? last : __mmask16(0xffff);
+// The general GemmTile contract on a tile spilled to memory (ld 16 * nv floats): bias,
+// activations, bf16 prior or output. Out of line and not unrolled: it runs once per tile and
+// only on the last K block, and keeping it small keeps the 24 kernel instances small.
+__attribute__((noinline)) inline void gemm_epilogue512(const float* tile, int rows, int nv, int n,
+                                                       const GemmTile& t) {
   const __m512 alpha = _mm512_set1_ps(t.alpha);
   const __m512 scale = _mm512_set1_ps(t.prior_scale);
-  __m512 bias[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    bias[v] = t.bias ? _mm512_maskz_loadu_ps(mask[v], t.bias + 16 * v) : _mm512_setzero_ps();
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      __m512 x = _mm512_mul_ps(alpha, acc[r][v]);
+  for (int r = 0; r < rows; ++r) {
+    for (int v = 0; v < nv; ++v) {
+      const int left = n - 16 * v;
+      const __mmask16 mask = left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+      __m512 x = _mm512_mul_ps(alpha, _mm512_load_ps(tile + (r * nv + v) * 16));
       if (t.prior) {
         __m512 p;
         if (t.prior_bf16) {
           const uint16_t* src = static_cast<const uint16_t*>(t.prior) + r * t.ld_prior + 16 * v;
-          p = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask[v], src)), 16));
+          p = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, src)), 16));
         } else {
-          p = _mm512_maskz_loadu_ps(mask[v], static_cast<const float*>(t.prior) + r * t.ld_prior + 16 * v);
+          p = _mm512_maskz_loadu_ps(mask, static_cast<const float*>(t.prior) + r * t.ld_prior + 16 * v);
         }
         x = _mm512_fmadd_ps(scale, p, x);
       }
-      if (t.bias) x = _mm512_add_ps(x, bias[v]);
+      if (t.bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, t.bias + 16 * v));
       if (t.act == GemmAct::relu) {
         x = _mm512_max_ps(_mm512_setzero_ps(), x);  // x second: NaN stays NaN
       } else if (t.act == GemmAct::gelu) {
@@ -106,10 +98,44 @@ inline void gemm_store_tile512(__m512 (&acc)[ROWS][NV], int n, const GemmTile& t
       }
       if (t.out_bf16) {
         uint16_t* dst = static_cast<uint16_t*>(t.out) + r * t.ld_out + 16 * v;
-        _mm512_mask_cvtepi32_storeu_epi16(dst, mask[v], gemm_bf16_rne512(x));
+        _mm512_mask_cvtepi32_storeu_epi16(dst, mask, gemm_bf16_rne512(x));
       } else {
-        _mm512_mask_storeu_ps(static_cast<float*>(t.out) + r * t.ld_out + 16 * v, mask[v], x);
+        _mm512_mask_storeu_ps(static_cast<float*>(t.out) + r * t.ld_out + 16 * v, mask, x);
       }
+    }
+  }
+}
+
+// The GemmTile contract on a register tile: out = act(alpha P + prior_scale prior + bias).
+// Every K block but the last is f32 in, f32 out, no bias, no activation: that case stays in
+// registers; the rest goes through gemm_epilogue512.
+template <int ROWS, int NV>
+inline void gemm_store_tile512(__m512 (&acc)[ROWS][NV], int n, const GemmTile& t) {
+  if (t.bias || t.act != GemmAct::none || t.out_bf16 || (t.prior && t.prior_bf16)) {
+    alignas(64) float tile[ROWS * NV * 16];
+#pragma GCC unroll 16
+    for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(tile + (r * NV + v) * 16, acc[r][v]);
+    }
+    gemm_epilogue512(tile, ROWS, NV, n, t);
+    return;
+  }
+  const int tail = n - 16 * (NV - 1);  // 1..16 real lanes in the last vector
+  const __mmask16 last = tail >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << tail) - 1);
+  float* out = static_cast<float*>(t.out);
+  const float* prior = static_cast<const float*>(t.prior);
+  const __m512 alpha = _mm512_set1_ps(t.alpha);
+  const __m512 scale = _mm512_set1_ps(t.prior_scale);
+  const bool unit_alpha = t.alpha == 1.f;
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
+      __m512 x = unit_alpha ? acc[r][v] : _mm512_mul_ps(alpha, acc[r][v]);
+      if (prior) x = _mm512_fmadd_ps(scale, _mm512_maskz_loadu_ps(mask, prior + r * t.ld_prior + 16 * v), x);
+      _mm512_mask_storeu_ps(out + r * t.ld_out + 16 * v, mask, x);
     }
   }
 }

@@ -534,6 +534,25 @@ TEST(GemmPolicy, AutoPolicyFollowsMeasuredSpeed) {
   gemm_set_tuning({});
 }
 
+// bf16 / cfp8 operands: a bf16 denormal counts as zero on every vectorized path (vdpbf16ps
+// does it in hardware, the FMA path through MXCSR); the scalar reference keeps it. f32 keeps
+// IEEE denormals everywhere.
+TEST_P(GemmRung, NarrowOperandDenormalsAreZero) {
+  const uint16_t a[2] = {0x0001, 0x3f80};  // the smallest bf16 denormal (2^-133), 1
+  const uint16_t b[2] = {0x7f00, 0x0000};  // 2^127, 0: denormal x 2^127 = 2^-6, normal
+  float c = -1.f;
+  GemmDesc d;
+  d.M = d.N = 1;
+  d.K = 2;
+  d.a_type = d.b_type = DType::bf16;
+  gemm(d, a, b, &c);
+  EXPECT_EQ(c, GetParam() == Isa::scalar ? std::ldexp(1.f, -6) : 0.f);
+  const float af[2] = {std::ldexp(1.f, -133), 1.f}, bf[2] = {std::ldexp(1.f, 127), 0.f};
+  d.a_type = d.b_type = DType::f32;
+  gemm(d, af, bf, &c);
+  EXPECT_EQ(c, std::ldexp(1.f, -6));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllRungs, GemmRung,
                          ::testing::Values(Isa::scalar, Isa::avx2, Isa::avx512, Isa::avx512_bf16),
                          rung_name);
