@@ -1,0 +1,72 @@
+// The transport interface: non-blocking point-to-point messages between ranks.
+//
+//   std::shared_ptr<Transport> t = ...;               // loopback/, mpi/ or grpc/transport.h
+//   auto r = t->irecv(/*peer=*/1, /*tag=*/7, buf, n);
+//   auto s = t->isend(/*peer=*/1, /*tag=*/7, data, n);
+//   if (!r->wait(deadline_after(std::chrono::seconds(5)))) ... timed out ...
+//
+// Contract, the same for every backend (Gloo's transport layout: loopback/, mpi/ and grpc/
+// each implement transport.{h,cc}):
+// - Matching is by (peer, tag) and in order: the k-th send to a peer with a tag matches the
+//   k-th receive posted for that peer and tag (MPI's non-overtaking rule). Sizes must agree;
+//   a mismatch fails both sides' requests with RemoteError.
+// - Buffers belong to the caller and must stay valid and untouched until the request
+//   completes (wait() returned true or test() returned true).
+// - A send may complete before the receiver has the data (once the buffer is reusable).
+// - wait(deadline) returns false if the deadline passed first; the request is then still
+//   pending and the caller is expected to fail the operation (comms/fabric.h turns this into a
+//   TimeoutError naming the peer and the operation). wait() and test() throw NetworkError when
+//   the peer is gone, RemoteError when it reported an error or aborted, CommError after abort().
+// - abort(reason) fails every pending and future request of this transport and tells peers
+//   where the backend can (loopback, grpc). After any CommError a transport is in an unknown
+//   state (Gloo's rule): destroy it and build a new one.
+// - Thread safety: every method may be called from several threads at once.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tessera::comms {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+inline Deadline deadline_after(std::chrono::nanoseconds d) { return Clock::now() + d; }
+
+class Request {
+ public:
+  virtual ~Request() = default;
+  // Blocks until the request completes (true) or the deadline passes (false).
+  virtual bool wait(Deadline deadline) = 0;
+  // Non-blocking: true once complete.
+  virtual bool test() = 0;
+};
+using RequestPtr = std::unique_ptr<Request>;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const char* name() const = 0;  // "loopback", "mpi", "grpc"
+  // Largest tag value this transport carries (MPI: MPI_TAG_UB).
+  virtual uint64_t max_tag() const = 0;
+
+  virtual RequestPtr isend(int peer, uint64_t tag, const void* data, size_t bytes) = 0;
+  virtual RequestPtr irecv(int peer, uint64_t tag, void* data, size_t bytes) = 0;
+
+  virtual void abort(const std::string& reason) = 0;
+
+  // How errors name a peer: "rank 3", or "rank 3 (127.0.0.1:4567)".
+  virtual std::string peer_name(int peer) const { return "rank " + std::to_string(peer); }
+
+  // Rough cost of one message between ranks: alpha (s) + bytes / beta (bytes/s). The collective
+  // cost model (comms/cost_model.h) uses it to choose algorithms.
+  virtual double alpha() const = 0;
+  virtual double beta() const = 0;
+};
+
+}  // namespace tessera::comms
