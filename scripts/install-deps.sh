@@ -14,7 +14,8 @@ packages=(
   dataset-fashion-mnist
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(libdnnl-dev python3-torch)
+  # PyTorch without an optimized BLAS falls back to the reference BLAS (~2 GFLOP/s): add OpenBLAS.
+  packages+=(libdnnl-dev python3-torch libopenblas0-pthread)
 elif [[ -n "${1:-}" ]]; then
   echo "usage: $0 [--bench]" >&2
   exit 2
