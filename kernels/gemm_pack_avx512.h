@@ -30,6 +30,9 @@ inline __mmask16 gemm_mask16(int64_t n) {
   return n >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << std::max<int64_t>(n, 0)) - 1);
 }
 
+template <GemmSrc S>
+inline constexpr int kSrcBytes = S == GemmSrc::f32 ? 4 : S == GemmSrc::bf16 ? 2 : 1;
+
 struct GemmPackSrc {
   const char* base;
   int64_t sx, sk;
@@ -140,8 +143,15 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
         __m512i r[16];
 #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) {
-          r[i] = i < rows ? gemm_load_kwords<KPACK, S>(s, (xb + i) * s.sx + koff, kleft)
-                          : _mm512_setzero_si512();
+          if (i < rows) {
+            const int64_t off = (xb + i) * s.sx + koff;
+            // 16 rows are 16 streams a row stride apart (often a page apart): the hardware
+            // prefetchers lose track, so fetch 256 bytes ahead in each row ourselves.
+            _mm_prefetch(s.base + (off * kSrcBytes<S>) + 256, _MM_HINT_T0);
+            r[i] = gemm_load_kwords<KPACK, S>(s, off, kleft);
+          } else {
+            r[i] = _mm512_setzero_si512();
+          }
         }
         gemm_transpose16(r);
         const int64_t nsteps = std::min<int64_t>(16, ksteps - s0);

@@ -26,8 +26,8 @@ struct DpBf16 {
 
 constexpr int kMR = 8, kNR = 48;
 // KC = 256 k (128 pairs): the B micro-panel (24 KB) and an A micro-panel (4 KB) share the
-// 48 KB L1. MC x KC of A (256 KB) sits in L2 next to the streamed B panels.
-const GemmKernel kKernel = {"avx512_bf16", kMR, kNR, 2, {512, 256, 3072},
+// 48 KB L1. MC x KC of A (256 KB) and the packed B block (KC x NC, 1 MB) sit in L2.
+const GemmKernel kKernel = {"avx512_bf16", kMR, kNR, 2, {512, 256, 2048},
                             &GemmUkernelTable512<DpBf16, kMR, kNR>::run, &gemm_pack512<2>, 16};
 
 // Register-only loops of 24 independent multiply-adds (more than latency x issue width).
