@@ -26,7 +26,8 @@ namespace {
 template <typename F>
 void for_rows(const Pool2dDesc& p, F&& fn) {
   const int64_t OH = p.OH();
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, p.N * OH, 4), [&](const tbb::blocked_range<int64_t>& r) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(p.OW() * p.C, 1));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, p.N * OH, grain), [&](const tbb::blocked_range<int64_t>& r) {
     for (int64_t i = r.begin(); i < r.end(); ++i) fn(i / OH, i % OH);
   });
 }
@@ -54,10 +55,15 @@ void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* a
             first = false;
             continue;
           }
-          for (int64_t c = 0; c < C; ++c) {
-            bool take = xi[c] > yo[c] || (std::isnan(xi[c]) && !std::isnan(yo[c]));
-            yo[c] = take ? xi[c] : yo[c];
-            if (ao) ao[c] = take ? idx : ao[c];
+          // x != x is NaN: a NaN is taken once and then kept (nothing compares greater).
+          if (ao) {
+            for (int64_t c = 0; c < C; ++c) {
+              bool take = xi[c] > yo[c] || xi[c] != xi[c];
+              yo[c] = take ? xi[c] : yo[c];
+              ao[c] = take ? idx : ao[c];
+            }
+          } else {
+            for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
           }
         }
       }
