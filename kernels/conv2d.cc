@@ -7,6 +7,7 @@
 
 #include <oneapi/tbb/parallel_for.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
@@ -30,7 +31,7 @@ OperandType operand_type(const Conv2dDesc& d, const Cfp8Format& fmt) {
 }
 
 // n f32 -> n elements of t at dst (round to nearest even).
-void convert_run(const float* src, char* dst, size_t n, const OperandType& t) {
+inline void convert_run(const float* src, char* dst, size_t n, const OperandType& t) {
   switch (t.type) {
     case DType::f32: std::memcpy(dst, src, n * 4); return;
     case DType::bf16:
@@ -78,15 +79,27 @@ void unfold(const Conv2dDesc& d, const float* x, int64_t m0, int64_t m1, char* c
     for (int64_t m = rg.begin(); m < rg.end(); ++m) {
       int64_t n = m / P, p = m % P, oh = p / OW, ow = p % OW;
       char* row = col + static_cast<size_t>((m - m0) * RSC) * es;
+      const int64_t iw0 = ow * d.stride_w - d.pad_w;
+      // With dilation 1 and the window inside the row, the S*C elements are contiguous.
+      const bool whole = d.dil_w == 1 && iw0 >= 0 && iw0 + d.S <= d.W;
       for (int64_t r = 0; r < d.R; ++r) {
         int64_t ih = oh * d.stride_h - d.pad_h + r * d.dil_h;
+        char* dst = row + static_cast<size_t>(r * d.S * d.C) * es;
+        if (ih < 0 || ih >= d.H) {
+          std::memset(dst, 0, run * static_cast<size_t>(d.S));  // code 0 is +0 in f32, bf16 and cfp8
+          continue;
+        }
+        const float* src = x + ((n * d.H + ih) * d.W) * d.C;
+        if (whole) {
+          convert_run(src + iw0 * d.C, dst, static_cast<size_t>(d.S * d.C), t);
+          continue;
+        }
         for (int64_t s = 0; s < d.S; ++s) {
-          int64_t iw = ow * d.stride_w - d.pad_w + s * d.dil_w;
-          char* dst = row + static_cast<size_t>((r * d.S + s) * d.C) * es;
-          if (ih < 0 || ih >= d.H || iw < 0 || iw >= d.W) {
-            std::memset(dst, 0, run);  // code 0 is +0 in f32, bf16 and cfp8
+          int64_t iw = iw0 + s * d.dil_w;
+          if (iw < 0 || iw >= d.W) {
+            std::memset(dst + static_cast<size_t>(s) * run, 0, run);
           } else {
-            convert_run(x + ((n * d.H + ih) * d.W + iw) * d.C, dst, static_cast<size_t>(d.C), t);
+            convert_run(src + iw * d.C, dst + static_cast<size_t>(s) * run, static_cast<size_t>(d.C), t);
           }
         }
       }
@@ -247,21 +260,35 @@ void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* d
     gemm(g, x, dy, dw);
     return;
   }
-  const int64_t chunk = rows_per_chunk(d, static_cast<size_t>(RSC) * xt.size() + static_cast<size_t>(d.K) * dyt.size());
-  std::vector<char> col(static_cast<size_t>(chunk * RSC) * xt.size() + 64);
-  std::vector<char> dyn(dyt.type == DType::f32 ? 0 : static_cast<size_t>(chunk * d.K) * dyt.size() + 64);
-  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
-    int64_t m1 = std::min(M, m0 + chunk);
-    unfold(d, x, m0, m1, col.data(), xt);
-    const void* b = dy + m0 * d.K;
-    if (dyt.type != DType::f32) {
-      convert_run(dy + m0 * d.K, dyn.data(), static_cast<size_t>((m1 - m0) * d.K), dyt);
-      b = dyn.data();
+  // dW is small (RSC x K) while the reduction over rows is long, so the GEMM alone would find
+  // little to split. Rows are cut into `parts` ranges reduced concurrently into partial dW
+  // buffers, then summed in order; parts depends on the problem size only, so results are the
+  // same on any thread count.
+  const int64_t parts = std::clamp<int64_t>(M / 4096, 1, 8);
+  const size_t row_bytes = static_cast<size_t>(RSC) * xt.size() + static_cast<size_t>(d.K) * dyt.size();
+  const int64_t chunk = std::max<int64_t>(1, rows_per_chunk(d, row_bytes * static_cast<size_t>(parts)));
+  std::vector<std::vector<float>> partial(static_cast<size_t>(parts - 1), std::vector<float>(static_cast<size_t>(RSC * d.K)));
+  tbb::parallel_for(int64_t{0}, parts, [&](int64_t part) {
+    int64_t r0 = M * part / parts, r1 = M * (part + 1) / parts;
+    float* out = part == 0 ? dw : partial[static_cast<size_t>(part - 1)].data();
+    GemmDesc gp = g;
+    std::vector<char> col(static_cast<size_t>(chunk * RSC) * xt.size() + 64);
+    std::vector<char> dyn(dyt.type == DType::f32 ? 0 : static_cast<size_t>(chunk * d.K) * dyt.size() + 64);
+    for (int64_t m0 = r0; m0 < r1; m0 += chunk) {
+      int64_t m1 = std::min(r1, m0 + chunk);
+      unfold(d, x, m0, m1, col.data(), xt);
+      const void* b = dy + m0 * d.K;
+      if (dyt.type != DType::f32) {
+        convert_run(dy + m0 * d.K, dyn.data(), static_cast<size_t>((m1 - m0) * d.K), dyt);
+        b = dyn.data();
+      }
+      gp.K = m1 - m0;
+      gp.beta = m0 == r0 ? 0.f : 1.f;
+      gemm(gp, col.data(), b, out);
     }
-    g.K = m1 - m0;
-    g.beta = m0 == 0 ? 0.f : 1.f;
-    gemm(g, col.data(), b, dw);
-  }
+    if (r1 == r0) std::memset(out, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
+  });
+  for (const auto& p : partial) add(dw, p.data(), dw, static_cast<size_t>(RSC * d.K));
 }
 
 // ---- references ----
