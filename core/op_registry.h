@@ -74,11 +74,22 @@ using Ins = std::vector<const Value*>;
 using Outs = std::vector<ValueType>;
 using Grads = std::vector<int>;  // one per input, -1 for none
 
+// What the executor may fold into a producer's store (GEMM/conv epilogues): a bias along the
+// last dimension, then an activation.
+enum class FusedAct { none, relu };
+struct Epilogue {
+  const Tensor* bias = nullptr;  // f32 [last dim], or null
+  FusedAct act = FusedAct::none;
+};
+
 struct OpDef {
   std::string name;
   int num_inputs = -1;  // -1: variadic
   std::function<Outs(const Node&, const Ins&)> infer;
   std::function<void(OpContext&)> run;
+  // Optional: run with an epilogue applied before the single output is stored (the executor
+  // uses it to absorb a following bias_add and/or relu).
+  std::function<void(OpContext&, const Epilogue&)> run_fused;
   std::function<Grads(GradContext&)> grad;  // empty: not differentiable
   std::function<OpCost(const Node&, const Graph&)> cost;  // empty: elementwise default
 };

@@ -102,12 +102,16 @@ void register_conv_ops(OpRegistry& r) {
     }
     return Outs{{Shape{d.N, d.OH(), d.OW(), d.K}, DType::f32}};
   };
-  conv.run = [](OpContext& c) {
+  conv.run_fused = [](OpContext& c, const Epilogue& e) {
     auto d = conv_desc(c.node, c.in[0]->shape(), c.in[1]->shape());
     apply_precision(c, d, 0, 1, -1);
-    kernels::conv2d_forward(d, c.in[0]->data<float>(), c.in[1]->data<float>(),
-                            c.in.size() == 3 ? c.in[2]->data<float>() : nullptr, c.out[0]->data<float>());
+    const Tensor* bias = c.in.size() == 3 ? c.in[2] : e.bias;
+    TESSERA_INTERNAL_ASSERT(!(c.in.size() == 3 && e.bias), "conv2d with a bias input cannot absorb another bias");
+    kernels::conv2d_forward(d, c.in[0]->data<float>(), c.in[1]->data<float>(), bias ? bias->data<float>() : nullptr,
+                            c.out[0]->data<float>(),
+                            e.act == FusedAct::relu ? kernels::Epilogue::relu : kernels::Epilogue::none);
   };
+  conv.run = [run = conv.run_fused](OpContext& c) { run(c, {}); };
   conv.grad = [](GradContext& g) {
     const Node& n = g.node();
     int dx = g.apply1("conv2d_grad_data", {g.dy(0), g.in(1)}, conv_attrs(n, g.value(g.in(0)).shape.dims()));

@@ -97,9 +97,11 @@ void register_elementwise_ops(OpRegistry& r) {
   OpDef relu{"relu", 1};
   relu.infer = same_shapes;
   relu.run = [](OpContext& c) { kernels::relu(f(c.in[0]), f(c.out[0]), numel(c.in[0])); };
-  relu.grad = [](GradContext& g) { return Grads{g.apply1("relu_grad", {g.in(0), g.dy(0)})}; };
+  // The gradient reads relu's output (y > 0 exactly where x > 0, and NaN where x is NaN), so the
+  // pre-activation need not be kept and the executor may fuse relu into its producer.
+  relu.grad = [](GradContext& g) { return Grads{g.apply1("relu_grad", {g.out(0), g.dy(0)})}; };
   r.add(relu);
-  OpDef relu_grad{"relu_grad", 2};  // (x, dy) -> dx
+  OpDef relu_grad{"relu_grad", 2};  // (y or x, dy) -> dx
   relu_grad.infer = same_shapes;
   relu_grad.run = [](OpContext& c) { kernels::relu_backward(f(c.in[0]), f(c.in[1]), f(c.out[0]), numel(c.in[0])); };
   r.add(relu_grad);

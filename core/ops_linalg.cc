@@ -48,7 +48,7 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   return t;
 }
 
-void run_matmul(OpContext& c) {
+void run_matmul_fused(OpContext& c, const Epilogue& e) {
   const Tensor& A = *c.in[0];
   const Tensor& B = *c.in[1];
   MatmulDims md = matmul_dims(c.node, A.shape(), B.shape());
@@ -58,6 +58,9 @@ void run_matmul(OpContext& c) {
   d.K = md.K;
   d.trans_a = c.node.attrs.i("trans_a", 0);
   d.trans_b = c.node.attrs.i("trans_b", 0);
+  if (e.bias) d.bias = e.bias->data<float>();
+  d.epilogue = e.bias ? (e.act == FusedAct::relu ? kernels::Epilogue::bias_relu : kernels::Epilogue::bias)
+                      : (e.act == FusedAct::relu ? kernels::Epilogue::relu : kernels::Epilogue::none);
   Precision p = precision_from_name(c.node.attrs.s("precision", "fp32"));
   if (p == Precision::fp32) {
     kernels::gemm(d, A.raw_data(), B.raw_data(), c.out[0]->raw_data());
@@ -67,6 +70,8 @@ void run_matmul(OpContext& c) {
   Tensor b = narrow_operand(c, 1, p, d.b_type, d.b_bias);
   kernels::gemm(d, a.raw_data(), b.raw_data(), c.out[0]->raw_data());
 }
+
+void run_matmul(OpContext& c) { run_matmul_fused(c, {}); }
 
 Grads grad_matmul(GradContext& g) {
   const Node& n = g.node();
@@ -106,6 +111,7 @@ void register_linalg_ops(OpRegistry& r) {
     return Outs{{Shape{d.M, d.N}, DType::f32}};
   };
   mm.run = run_matmul;
+  mm.run_fused = run_matmul_fused;
   mm.grad = grad_matmul;
   mm.cost = [](const Node& n, const Graph& g) {
     MatmulDims d = matmul_dims(n, g.value(n.inputs[0]).shape, g.value(n.inputs[1]).shape);

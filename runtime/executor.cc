@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 namespace tessera {
@@ -25,6 +26,7 @@ Executor::Executor(const Graph& g, std::vector<int> fetch) : g_(g), fetch_(std::
   for (int i = 0; i < g.num_nodes(); ++i) {
     if (run_node[i]) order_.push_back(i);
   }
+  plan_fusion();
   last_use_.assign(g.num_values(), -1);
   for (size_t pos = 0; pos < order_.size(); ++pos) {
     for (int in : g.node(order_[pos]).inputs) last_use_[in] = static_cast<int>(pos);
@@ -32,6 +34,54 @@ Executor::Executor(const Graph& g, std::vector<int> fetch) : g_(g), fetch_(std::
   values_.resize(g.num_values());
   bound_.assign(g.num_values(), 0);
   for (int id : order_) costs_.push_back(op_cost(g, id));
+}
+
+void Executor::plan_fusion() {
+  fusion_.assign(order_.size(), {});
+  if (const char* f = std::getenv("TESSERA_FUSION"); f && std::string(f) == "0") return;
+  const int nv = g_.num_values();
+  std::vector<int> uses(nv, 0), user(nv, -1), produced_at(nv, -1);
+  for (size_t pos = 0; pos < order_.size(); ++pos) {
+    const Node& n = g_.node(order_[pos]);
+    for (int in : n.inputs) {
+      ++uses[in];
+      user[in] = static_cast<int>(pos);
+    }
+  }
+  // The single scheduled reader of v, if v has exactly one and is not fetched.
+  auto sole_user = [&](int v) { return uses[v] == 1 && !fetched_[v] ? user[v] : -1; };
+  for (size_t pos = 0; pos < order_.size(); ++pos) {
+    if (fusion_[pos].skip) continue;
+    const Node& p = g_.node(order_[pos]);
+    if (!op_registry().get(p.op).run_fused || p.outputs.size() != 1) continue;
+    Fusion f;
+    f.label = p.op;
+    int cur = p.outputs[0];
+    std::vector<int> absorbed;
+    int next = sole_user(cur);
+    bool has_bias_input = p.op == "conv2d" && p.inputs.size() == 3;
+    if (next >= 0 && !has_bias_input) {
+      const Node& b = g_.node(order_[next]);
+      int bias = b.op == "bias_add" && b.inputs[0] == cur ? b.inputs[1] : -1;
+      if (bias >= 0 && g_.value(bias).kind != ValueKind::intermediate) {
+        f.bias_value = bias;
+        f.label += "+bias";
+        absorbed.push_back(next);
+        cur = b.outputs[0];
+        next = sole_user(cur);
+      }
+    }
+    if (next >= 0 && g_.node(order_[next]).op == "relu") {
+      f.act = FusedAct::relu;
+      f.label += "+relu";
+      absorbed.push_back(next);
+      cur = g_.node(order_[next]).outputs[0];
+    }
+    if (absorbed.empty()) continue;
+    f.final_value = cur;
+    for (int a : absorbed) fusion_[a].skip = true;
+    fusion_[pos] = f;
+  }
 }
 
 void Executor::bind(int value, Tensor t) {
@@ -83,6 +133,8 @@ void Executor::run(RunState& state) {
   live_bytes_ = 0;
   peak_bytes_ = 0;
   for (size_t pos = 0; pos < order_.size(); ++pos) {
+    const Fusion& fu = fusion_[pos];
+    if (fu.skip) continue;
     int id = order_[pos];
     const Node& n = g_.node(id);
     const OpDef& def = op_registry().get(n.op);
@@ -91,21 +143,26 @@ void Executor::run(RunState& state) {
       TESSERA_INTERNAL_ASSERT(values_[in].defined(), "value %", in, " (", g_.value(in).name, ") not computed before ", n.op);
       ctx.in.push_back(&values_[in]);
     }
-    for (int o : n.outputs) {
+    std::vector<int> outs = fu.final_value >= 0 ? std::vector<int>{fu.final_value} : n.outputs;
+    for (int o : outs) {
       values_[o] = allocate({g_.value(o).shape, g_.value(o).dtype});
       ctx.out.push_back(&values_[o]);
     }
     auto t0 = std::chrono::steady_clock::now();
-    def.run(ctx);
+    if (fu.final_value >= 0) {
+      def.run_fused(ctx, Epilogue{fu.bias_value >= 0 ? &values_[fu.bias_value] : nullptr, fu.act});
+    } else {
+      def.run(ctx);
+    }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    OpKindStats& st = stats_[n.op];
+    OpKindStats& st = stats_[fu.final_value >= 0 ? fu.label : n.op];
     st.calls++;
     st.seconds += s;
     st.flops += costs_[pos].flops;
     for (int in : n.inputs) {
       if (last_use_[in] == static_cast<int>(pos) && !bound_[in] && !fetched_[in]) release(in);
     }
-    for (int o : n.outputs) {  // outputs nobody reads (e.g. saved-for-backward, unused here)
+    for (int o : outs) {  // outputs nobody reads (e.g. saved-for-backward, unused here)
       if (last_use_[o] < 0 && !fetched_[o]) release(o);
     }
   }

@@ -2,6 +2,8 @@
 // order, through the op registry's kernels. Buffers of intermediates are returned to a pool at
 // their last use and reused by later ops of the same byte size, so a training step's memory is
 // bounded by the live set, not the whole graph. Reports peak bytes and time per op kind.
+// matmul / conv2d nodes absorb a following bias_add and relu into their epilogue when nothing
+// else reads the intermediate values (TESSERA_FUSION=0 turns this off).
 //
 //   Executor ex(g, {loss, dw});
 //   ex.bind(x, batch);  ex.bind(w, weights);  ex.bind(grads.seed, Tensor::full({}, 1.0));
@@ -58,6 +60,19 @@ class Executor {
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::map<std::string, OpKindStats> stats_;
   std::vector<OpCost> costs_;
+
+  // Epilogue fusion, planned once: a matmul/conv2d whose only consumer is a bias_add of a bound
+  // bias and/or a relu stores the activated result directly; the absorbed nodes are skipped and
+  // the intermediate values never exist.
+  struct Fusion {
+    bool skip = false;      // this node was absorbed into an earlier producer
+    int final_value = -1;   // >= 0: run fused, writing this value
+    int bias_value = -1;
+    FusedAct act = FusedAct::none;
+    std::string label;      // stats name, e.g. "matmul+bias+relu"
+  };
+  std::vector<Fusion> fusion_;
+  void plan_fusion();
 };
 
 }  // namespace tessera

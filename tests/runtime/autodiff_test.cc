@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 
@@ -310,6 +312,59 @@ TEST(Executor, ReusesBuffersAndReportsStats) {
   expect = std::max(0.0, in.item({3, 4})) * std::pow(1.01, 10);
   EXPECT_NEAR(ex.get(v).item({3, 4}), expect, 1e-5 * std::max(1.0, expect));
   EXPECT_THROW(ex.get(x + 1), ValueError);
+}
+
+TEST(Executor, EpilogueFusionMatchesUnfusedExecution) {
+  // conv2d(+bias input)+relu, conv2d + bias_add + relu, matmul + bias_add + relu, matmul + bias_add,
+  // and a bias_add whose input is also read elsewhere (must not fuse).
+  Graph g;
+  int x = g.input("x", {2, 6, 6, 3});
+  int w1 = g.param("w1", {3, 3, 3, 4}), b1 = g.param("b1", {4});
+  int w2 = g.param("w2", {3, 3, 4, 4}), b2 = g.param("b2", {4});
+  int w3 = g.param("w3", {144, 8}), b3 = g.param("b3", {8});
+  int w4 = g.param("w4", {8, 5}), b4 = g.param("b4", {5});
+  Attrs pad{{"pad", std::vector<int64_t>{1, 1}}};
+  int h = g.apply1("relu", {g.apply1("conv2d", {x, w1, b1}, pad)});
+  int c2 = g.apply1("conv2d", {h, w2}, pad);
+  h = g.apply1("relu", {g.apply1("bias_add", {c2, b2})});
+  h = g.apply1("reshape", {h}, {{"shape", std::vector<int64_t>{2, 144}}});
+  int m3 = g.apply1("bias_add", {g.apply1("matmul", {h, w3}), b3});
+  int r3 = g.apply1("relu", {m3});
+  int mixed = g.apply1("add", {r3, m3});  // m3 has two readers: its producer chain stays unfused
+  int out = g.apply1("bias_add", {g.apply1("matmul", {mixed, w4}), b4});
+  std::map<int, Tensor> feeds{{x, Tensor::normal({2, 6, 6, 3}, 0, 1, 1)},   {w1, Tensor::normal({3, 3, 3, 4}, 0, 0.3, 2)},
+                              {b1, Tensor::normal({4}, 0, 1, 3)},           {w2, Tensor::normal({3, 3, 4, 4}, 0, 0.3, 4)},
+                              {b2, Tensor::normal({4}, 0, 1, 5)},           {w3, Tensor::normal({144, 8}, 0, 0.1, 6)},
+                              {b3, Tensor::normal({8}, 0, 1, 7)},           {w4, Tensor::normal({8, 5}, 0, 0.3, 8)},
+                              {b4, Tensor::normal({5}, 0, 1, 9)}};
+  int loss = weighted_loss(g, feeds, out);
+  std::vector<int> params{w1, b1, w2, b2, w3, b3, w4, b4};
+  Gradients gr = append_backward(g, loss, params);
+  std::vector<int> fetch{loss, out};
+  for (int p : params) fetch.push_back(gr.of(p));
+  auto run = [&](const char* fusion) {
+    setenv("TESSERA_FUSION", fusion, 1);
+    Executor ex(g, fetch);
+    unsetenv("TESSERA_FUSION");
+    for (auto& [id, t] : feeds) ex.bind(id, t);
+    ex.bind(gr.seed, Tensor::full({}, 1.0));
+    RunState st;
+    ex.run(st);
+    std::vector<std::vector<float>> vals;
+    for (int v : fetch) vals.push_back(ex.get(v).to_f32_vector());
+    std::vector<std::string> kinds;
+    for (const auto& [k, v] : ex.op_stats()) kinds.push_back(k);
+    return std::make_pair(vals, kinds);
+  };
+  auto [fused, fused_kinds] = run("1");
+  auto [plain, plain_kinds] = run("0");
+  EXPECT_EQ(fused, plain);
+  auto has = [](const std::vector<std::string>& v, const char* k) { return std::find(v.begin(), v.end(), k) != v.end(); };
+  EXPECT_TRUE(has(fused_kinds, "conv2d+relu"));
+  EXPECT_TRUE(has(fused_kinds, "conv2d+bias+relu"));
+  EXPECT_TRUE(has(fused_kinds, "matmul+bias"));  // the last layer
+  EXPECT_TRUE(has(fused_kinds, "matmul"));       // m3's producer, read twice, stays plain
+  EXPECT_FALSE(has(plain_kinds, "conv2d+relu"));
 }
 
 TEST(Executor, BadBindsAreRejected) {
