@@ -33,6 +33,9 @@ const char* kTrainUsage =
     "  --data DIR             Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
     "  --max-steps N          stop after N steps in total\n"
     "  --threads N            worker threads (default: all cores)\n"
+    "  --cfp8-rounding R      nearest | stochastic (cfp8 operands; default nearest)\n"
+    "  --cfp8-margin M        headroom in powers of two above the amax history (default 0)\n"
+    "  --no-loss-scaling      disable dynamic loss scaling for bf16 / cfp8\n"
     "  --no-progress          no progress bar\n";
 
 namespace {
@@ -93,6 +96,14 @@ int train_command(const std::vector<std::string>& argv) {
       else if (f == "--max-steps") o.max_steps = to_int(f, a.value(f), 0);
       else if (f == "--threads") threads = to_int(f, a.value(f), 1);
       else if (f == "--no-progress") o.progress = false;
+      else if (f == "--no-loss-scaling") o.loss_scaling = false;
+      else if (f == "--cfp8-margin") o.cfp8.margin = static_cast<int>(to_int(f, a.value(f), 0));
+      else if (f == "--cfp8-rounding") {
+        std::string r = a.value(f);
+        TESSERA_CHECK(r == "nearest" || r == "stochastic", "option --cfp8-rounding: '", r,
+                      "' is not nearest or stochastic");
+        o.cfp8.rounding = r == "nearest" ? Rounding::nearest_even : Rounding::stochastic;
+      }
       else if (f == "--help" || f == "-h") {
         std::cout << kTrainUsage;
         return 0;
@@ -130,7 +141,8 @@ int train_command(const std::vector<std::string>& argv) {
               << 100 * reports.back().test_accuracy << "%, best " << 100 * best << "%, mean "
               << static_cast<int64_t>(ips / reports.size()) << " images/s";
     if (t.skipped_steps()) std::cout << ", " << t.skipped_steps() << " steps skipped by loss scaling";
-    std::cout << "\ntime per op kind (training step):\n" << t.train_executor().stats_table();
+    std::cout << "\npeak intermediate memory per step: " << t.train_executor().peak_bytes() / (1 << 20)
+              << " MiB\ntime per op kind (training):\n" << t.train_executor().stats_table();
   }
   return 0;
 }
