@@ -37,6 +37,13 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// The block size <= `block` (a multiple of `unit`) that splits `extent` into equal blocks,
+// rounded up to `unit`.
+int64_t balanced_block(int64_t extent, int64_t block, int64_t unit) {
+  if (extent <= block) return block;
+  return std::min(block, round_up(ceil_div(extent, ceil_div(extent, block)), unit));
+}
+
 // ---- cfp8 decode tables -----------------------------------------------------------------------
 
 struct Cfp8Tables {
@@ -228,6 +235,10 @@ void run_rect(const Problem& pb, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
     constexpr int64_t kWsFloats = int64_t{1} << 21;  // 8 MB
     nc = std::min(nc, std::max<int64_t>(NR, kWsFloats / std::max<int64_t>(1, m1 - m0) / NR * NR));
   }
+  // Equal blocks: N = 1100 as 2 x 550 rather than 1024 + 76 (a short block pays the full
+  // per-block cost for little work).
+  nc = balanced_block(n1 - n0, nc, NR);
+  const int64_t mc = balanced_block(m1 - m0, pb.mc, MR);
   const int64_t kc_max = std::min(pb.kc, std::max<int64_t>(K, 1));
   const int64_t ksteps_max = ceil_div(kc_max, KP);
 
@@ -243,7 +254,7 @@ void run_rect(const Problem& pb, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
     ~Busy() { s->busy = false; }
   } busy(s);
 
-  const int64_t nc_cap = std::min(nc, n1 - n0), mc_cap = std::min(pb.mc, m1 - m0);
+  const int64_t nc_cap = std::min(nc, n1 - n0), mc_cap = std::min(mc, m1 - m0);
   char* bp = static_cast<char*>(s->b.get(round_up(nc_cap, NR) * ksteps_max * KP * esize));
   char* ap = static_cast<char*>(s->a.get(round_up(mc_cap, MR) * ksteps_max * KP * esize));
   float* ws = need_ws ? static_cast<float*>(s->w.get((m1 - m0) * nc_cap * sizeof(float))) : nullptr;
@@ -264,8 +275,8 @@ void run_rect(const Problem& pb, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
       t.alpha = d.alpha;
       t.bias = nullptr;
       t.act = last ? act : GemmAct::none;
-      for (int64_t ic = m0; ic < m1; ic += pb.mc) {
-        const int64_t mcur = std::min(pb.mc, m1 - ic);
+      for (int64_t ic = m0; ic < m1; ic += mc) {
+        const int64_t mcur = std::min(mc, m1 - ic);
         k.pack(pb.a, ic, mcur, pc, kcur, MR, ap);
         for (int64_t jr = 0; jr < ncur; jr += NR) {
           const int n = static_cast<int>(std::min<int64_t>(NR, ncur - jr));
@@ -397,6 +408,7 @@ void gemm_blocked(const GemmDesc& d, const void* A, const void* B, void* C, cons
   int64_t nc = tune.nc > 0 ? tune.nc : k.blocking.nc;
   mc = std::max<int64_t>(k.mr, mc / k.mr * k.mr);
   kc = std::max<int64_t>(k.kpack, kc / k.kpack * k.kpack);
+  kc = balanced_block(d.K, kc, k.kpack);  // K = 784: 4 x 196, not 3 x 256 + 16
   nc = std::max<int64_t>(k.nr, nc / k.nr * k.nr);
   Problem pb{d, k, gemm_operand_a(d, A), gemm_operand_b(d, B), C, d.ldc ? d.ldc : d.N, mc, kc, nc};
 
