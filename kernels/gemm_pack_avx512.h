@@ -118,6 +118,41 @@ inline void gemm_transpose16(__m512i (&r)[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+// Transpose of an 8 x 16 block of words (8 rows, 16 steps) stored as `nsteps` (<= 16) output
+// steps of 8 words each, 8 words apart: the A micro-panel (MR = 8) case, in half the shuffles
+// of padding it to 16 x 16.
+inline void gemm_transpose8x16_store(const __m512i (&r)[8], uint32_t* dst, int64_t nsteps) {
+  __m512i t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // u[4i + c], 128-bit lane L: rows 4i..4i+3 of step 4L + c. Step j = 4L + c is lane L of
+  // u[c] followed by lane L of u[4 + c].
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m512i lo = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44);  // u[c].0 u[c].1 u[4+c].0 u[4+c].1
+    const __m512i hi = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);  // lanes 2, 3
+    const __m512i s01 = _mm512_shuffle_i32x4(lo, lo, 0xd8);         // step c | step 4 + c
+    const __m512i s23 = _mm512_shuffle_i32x4(hi, hi, 0xd8);         // step 8 + c | step 12 + c
+    const __m512i v[2] = {s01, s23};
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int j0 = 8 * h + c, j1 = 8 * h + 4 + c;
+      if (j0 < nsteps) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8 * j0), _mm512_castsi512_si256(v[h]));
+      if (j1 < nsteps) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8 * j1), _mm512_extracti64x4_epi64(v[h], 1));
+    }
+  }
+}
+
 inline void gemm_store_words(uint32_t* dst, int gw, __m512i v) {
   if (gw == 16) {
     _mm512_storeu_si512(dst, v);
@@ -137,6 +172,25 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
       const int gw = std::min(16, w - g0);
       const int64_t rows = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
       const int64_t xb = x0 + p * w + g0;
+      if (w == 8) {  // the A micro-panel: one group of 8 rows
+        for (int64_t s0 = 0; s0 < ksteps; s0 += 16) {
+          const int64_t kleft = kc - s0 * KPACK;
+          const int64_t koff = (k0 + s0 * KPACK) * s.sk;
+          __m512i r[8];
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) {
+            if (i < rows) {
+              const int64_t off = (xb + i) * s.sx + koff;
+              _mm_prefetch(s.base + (off * kSrcBytes<S>) + 256, _MM_HINT_T0);
+              r[i] = gemm_load_kwords<KPACK, S>(s, off, kleft);
+            } else {
+              r[i] = _mm512_setzero_si512();
+            }
+          }
+          gemm_transpose8x16_store(r, pd + s0 * 8, std::min<int64_t>(16, ksteps - s0));
+        }
+        continue;
+      }
       for (int64_t s0 = 0; s0 < ksteps; s0 += 16) {
         const int64_t kleft = kc - s0 * KPACK;
         const int64_t koff = (k0 + s0 * KPACK) * s.sk;
