@@ -29,6 +29,10 @@
 //  - bf16 output rounds to nearest even exactly like core/bf16.h (intermediate sums over K
 //    stay in f32).
 //  - M, N or K may be 0; K == 0 gives C = epilogue(beta * C).
+//  - Which kernel runs (gemm_impl_name): f32 uses f32 FMA. bf16 / cfp8 use vdpbf16ps on
+//    AVX512_BF16 CPUs where it is not slower than f32 FMA (measured once per process), and are
+//    otherwise widened to f32 while packing and run on FMA (on the Xeon this was tuned on,
+//    vdpbf16ps runs at half the FMA rate). TESSERA_GEMM_BF16=dot|fma|auto overrides the choice.
 //  - C must not overlap A or B. Calls are thread-safe; a call uses the oneTBB arena it is made
 //    from (tbb::task_arena limits its threads) and returns when C is complete.
 // Bad descriptors throw ValueError (sizes, leading dimensions, biases, a missing bias or data
