@@ -1,61 +1,34 @@
 // pybind11 bindings: tessera._tessera. numpy in and out; errors map onto Python exceptions.
+// The nn and training APIs are registered from bindings_nn.cc and bindings_train.cc.
+#include "bindings.h"
+
 #include <tessera/tessera.h>
 
-#include <pybind11/numpy.h>
-#include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
 
 namespace py = pybind11;
 using namespace tessera;
+using tessera::python::from_numpy;
+using tessera::python::to_numpy;
 
+namespace tessera::python {
 namespace {
-
-DType to_dtype(const py::object& o) {
-  if (py::isinstance<py::str>(o)) return dtype_from_name(o.cast<std::string>());
-  return o.cast<DType>();
-}
-
-Cfp8Layout to_layout(const std::string& s) {
-  if (s == "e4m3") return Cfp8Layout::e4m3;
-  if (s == "e5m2") return Cfp8Layout::e5m2;
-  TESSERA_THROW(ValueError, "unknown cfp8 layout '", s, "' (known: e4m3, e5m2)");
-}
-
-Rounding to_rounding(const std::string& s) {
-  if (s == "nearest" || s == "nearest_even") return Rounding::nearest_even;
-  if (s == "stochastic") return Rounding::stochastic;
-  TESSERA_THROW(ValueError, "unknown rounding '", s, "' (known: nearest, stochastic)");
-}
-
-Cfp8Format to_format(const std::string& layout, int bias) {
-  Cfp8Layout l = to_layout(layout);
-  if (bias < 0) bias = cfp8_default_bias(l);
-  check_cfp8_bias(bias);
-  return {l, bias};
-}
 
 template <typename T>
 py::array_t<T> contiguous_array(const py::array& a) {
   return py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(a);
 }
 
-Tensor from_numpy(const py::array& a) {
-  std::vector<int64_t> dims(a.shape(), a.shape() + a.ndim());
-  Shape shape(dims);
-  auto copy = [&](auto tag, DType dt) {
-    using T = decltype(tag);
-    auto c = contiguous_array<T>(a);
-    Tensor t = Tensor::empty(shape, dt);
-    std::memcpy(t.raw_data(), c.data(), t.nbytes());
-    return t;
-  };
-  if (a.dtype().is(py::dtype::of<int32_t>())) return copy(int32_t{}, DType::i32);
-  if (a.dtype().is(py::dtype::of<int64_t>())) return copy(int64_t{}, DType::i64);
-  if (a.dtype().kind() == 'f') return copy(float{}, DType::f32);
-  TESSERA_THROW(TypeError, "from_numpy: unsupported numpy dtype '", py::str(a.dtype()).cast<std::string>(),
-                "' (use float32/float64, int32 or int64)");
+template <typename T>
+Tensor copy_as(const py::array& a, DType dt) {
+  auto c = contiguous_array<T>(a);
+  if (!c) throw py::error_already_set();  // numpy could not convert (message set by numpy)
+  std::vector<int64_t> dims(c.shape(), c.shape() + c.ndim());
+  Tensor t = Tensor::empty(Shape(dims), dt);
+  std::memcpy(t.raw_data(), c.data(), t.nbytes());
+  return t;
 }
 
 template <typename T>
@@ -67,6 +40,38 @@ py::array to_array(const Tensor& t) {
   return std::move(out);
 }
 
+template <typename T>
+py::array view_array(const Tensor& t) {
+  std::vector<py::ssize_t> shape(t.shape().dims().begin(), t.shape().dims().end());
+  auto* owner = new Tensor(t);  // shares the storage; freed with the array
+  py::capsule base(owner, [](void* p) { delete static_cast<Tensor*>(p); });
+  py::array_t<T> out(shape, static_cast<const T*>(t.raw_data()), base);
+  out.attr("setflags")(py::arg("write") = false);
+  return std::move(out);
+}
+
+}  // namespace
+
+Tensor from_numpy(const py::array& a) {
+  if (a.dtype().is(py::dtype::of<int32_t>())) return copy_as<int32_t>(a, DType::i32);
+  if (a.dtype().is(py::dtype::of<int64_t>())) return copy_as<int64_t>(a, DType::i64);
+  if (a.dtype().kind() == 'f') return copy_as<float>(a, DType::f32);
+  TESSERA_THROW(TypeError, "from_numpy: unsupported numpy dtype '", py::str(a.dtype()).cast<std::string>(),
+                "' (use float32/float64, int32 or int64)");
+}
+
+Tensor from_numpy_as(const py::array& a, DType dtype) {
+  char kind = a.dtype().kind();
+  TESSERA_CHECK_AS(TypeError, kind == 'f' || kind == 'i' || kind == 'u' || kind == 'b',
+                   "expected a numeric array, got numpy dtype '", py::str(a.dtype()).cast<std::string>(), "'");
+  switch (dtype) {
+    case DType::f32: return copy_as<float>(a, DType::f32);
+    case DType::i32: return copy_as<int32_t>(a, DType::i32);
+    case DType::i64: return copy_as<int64_t>(a, DType::i64);
+    default: TESSERA_THROW(TypeError, "from_numpy_as: cannot convert to ", dtype_name(dtype));
+  }
+}
+
 py::array to_numpy(const Tensor& t) {
   switch (t.dtype()) {
     case DType::i32: return to_array<int32_t>(t);
@@ -75,6 +80,50 @@ py::array to_numpy(const Tensor& t) {
     default: return to_array<float>(t.to(DType::f32));  // bf16 / cfp8: decoded, exact
   }
 }
+
+py::array numpy_view(const Tensor& t) {
+  if (!t.defined() || !t.is_contiguous()) return to_numpy(t);
+  switch (t.dtype()) {
+    case DType::i32: return view_array<int32_t>(t);
+    case DType::i64: return view_array<int64_t>(t);
+    case DType::f32: return view_array<float>(t);
+    default: return to_numpy(t);
+  }
+}
+
+DType to_dtype(py::handle o) {
+  if (py::isinstance<py::str>(o)) return dtype_from_name(o.cast<std::string>());
+  return o.cast<DType>();
+}
+
+Rounding to_rounding(const std::string& s) {
+  if (s == "nearest" || s == "nearest_even") return Rounding::nearest_even;
+  if (s == "stochastic") return Rounding::stochastic;
+  TESSERA_THROW(ValueError, "unknown rounding '", s, "' (known: nearest, stochastic)");
+}
+
+}  // namespace tessera::python
+
+namespace {
+
+using python::to_dtype;
+using python::to_rounding;
+
+Cfp8Layout to_layout(const std::string& s) {
+  if (s == "e4m3") return Cfp8Layout::e4m3;
+  if (s == "e5m2") return Cfp8Layout::e5m2;
+  TESSERA_THROW(ValueError, "unknown cfp8 layout '", s, "' (known: e4m3, e5m2)");
+}
+
+Cfp8Format to_format(const std::string& layout, int bias) {
+  Cfp8Layout l = to_layout(layout);
+  if (bias < 0) bias = cfp8_default_bias(l);
+  check_cfp8_bias(bias);
+  return {l, bias};
+}
+
+using python::contiguous_array;
+using python::to_array;
 
 py::array codes(const Tensor& t) {
   switch (t.dtype()) {
@@ -222,4 +271,7 @@ PYBIND11_MODULE(_tessera, m) {
         return tensor_from_proto(p);
       })
       .def("__repr__", [](const Tensor& t) { return t.str(); });
+
+  python::bind_nn(m);
+  python::bind_train(m);
 }
