@@ -25,7 +25,7 @@ std::vector<BackendInfo> backends() {
   out.push_back({"mpi", false, false, "not built (configure with -DTESSERA_WITH_MPI=ON)"});
 #endif
 #if defined(TESSERA_WITH_GRPC)
-  out.push_back({"grpc", true, false,
+  out.push_back({"grpc", true, true,
                  "gRPC " + grpc::Version() + ", protobuf " +
                      google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION)});
 #else

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace tessera::comms::detail {
 
@@ -39,12 +40,6 @@ std::vector<Segment> segments(const Chunk& c, size_t seg_elems) {
   return out;
 }
 
-size_t chunk_elems(const Chunk& c) {
-  size_t n = 0;
-  for (const Range& r : c) n += r.len;
-  return n;
-}
-
 inline char* at(void* p, size_t elems, size_t esize) { return static_cast<char*>(p) + elems * esize; }
 inline const char* at(const void* p, size_t elems, size_t esize) {
   return static_cast<const char*>(p) + elems * esize;
@@ -53,6 +48,18 @@ inline const char* at(const void* p, size_t elems, size_t esize) {
 void copy_chunk(const Chunk& c, const void* src, void* dst, size_t esize) {
   if (src == dst) return;
   for (const Range& r : c) std::memcpy(at(dst, r.off, esize), at(src, r.off, esize), r.len * esize);
+}
+
+// Scratch for incoming segments, reused across calls on the same thread (no zero fill, no
+// page faults after the first call).
+char* scratch(size_t bytes) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    buf.reset(new char[bytes]);
+    cap = bytes;
+  }
+  return buf.get();
 }
 
 }  // namespace
@@ -68,33 +75,36 @@ void ring_reduce_scatter(NodeCtx& n, const Ring& ring, const std::vector<Chunk>&
   }
   auto chunk_at = [&](int s) -> const Chunk& { return chunks[((q - s) % m + m) % m]; };
   // Step s sends chunk q-s-1 and receives chunk q-s-2; the last receive (s = m-2) is chunk q.
-  size_t max_elems = 0;
-  for (const Chunk& c : chunks) max_elems = std::max(max_elems, chunk_elems(c));
-  std::vector<char> staging[2] = {std::vector<char>(max_elems * es), std::vector<char>(max_elems * es)};
-
+  // The reduced segment of step s is what step s+1 sends, so it goes out at once.
   std::vector<NodeCtx::Pending> sends;
   for (const Segment& g : segments(chunk_at(1), seg_elems)) {
     sends.push_back(n.send(ring.next(), 0, at(in, g.off, es), g.len * es));
   }
-  std::vector<NodeCtx::Pending> recvs[2];
-  auto post_recvs = [&](int s) {
-    auto& rs = recvs[s % 2];
-    rs.clear();
-    for (const Segment& g : segments(chunk_at(s + 2), seg_elems)) {
-      rs.push_back(n.recv(ring.prev(), 0, staging[s % 2].data() + g.staged * es, g.len * es));
+  // Every incoming segment in arrival order; a window of kSlots receives is kept posted.
+  struct Item {
+    int step;
+    Segment seg;
+  };
+  std::vector<Item> items;
+  for (int s = 0; s <= m - 2; ++s)
+    for (const Segment& g : segments(chunk_at(s + 2), seg_elems)) items.push_back({s, g});
+  constexpr size_t kSlots = 4;
+  const size_t slot_bytes = seg_elems * es;
+  char* slots = scratch(kSlots * slot_bytes);
+  std::vector<NodeCtx::Pending> recvs(items.size());
+  auto post = [&](size_t j) {
+    if (j < items.size()) {
+      recvs[j] = n.recv(ring.prev(), 0, slots + (j % kSlots) * slot_bytes, items[j].seg.len * es);
     }
   };
-  post_recvs(0);
-  for (int s = 0; s <= m - 2; ++s) {
-    if (s + 1 <= m - 2) post_recvs(s + 1);
-    auto segs = segments(chunk_at(s + 2), seg_elems);
-    for (size_t k = 0; k < segs.size(); ++k) {
-      const Segment& g = segs[k];
-      n.wait(recvs[s % 2][k]);
-      void* dst = at(acc, g.off, es);
-      reduce(op, t, at(in, g.off, es), staging[s % 2].data() + g.staged * es, dst, g.len);
-      if (s < m - 2) sends.push_back(n.send(ring.next(), 0, dst, g.len * es));
-    }
+  for (size_t j = 0; j < kSlots; ++j) post(j);
+  for (size_t j = 0; j < items.size(); ++j) {
+    const Segment& g = items[j].seg;
+    n.wait(recvs[j]);
+    void* dst = at(acc, g.off, es);
+    reduce(op, t, at(in, g.off, es), slots + (j % kSlots) * slot_bytes, dst, g.len);
+    post(j + kSlots);
+    if (items[j].step < m - 2) sends.push_back(n.send(ring.next(), 0, dst, g.len * es));
   }
   n.wait_all(sends);
 }

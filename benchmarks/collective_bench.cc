@@ -1,0 +1,216 @@
+// All-reduce bandwidth of tessera's algorithms over the mpi (and grpc) transport, against
+// MPI_Allreduce on the same ranks in the same run (the peer). nccl-tests definitions
+// (PERFORMANCE.md): time = average per call; algbw = bytes / time; busbw = algbw x 2(n-1)/n
+// with n = nodes; wrong = elements off the exact expected value (integer-valued inputs).
+//
+//   mpirun -np 2 build/benchmarks/collective_bench                 # mesh 1x2, f32
+//   mpirun -np 4 --oversubscribe build/benchmarks/collective_bench --mesh 2x2 --dtype bf16
+//   options: --mesh RxC  --dtype f32|bf16  --min-bytes N  --max-bytes N  --chunk-bytes N
+//            --seconds S (time budget per point)  --no-grpc
+#include <tessera/comms/collectives.h>
+#include <tessera/comms/mpi/transport.h>
+#if defined(TESSERA_WITH_GRPC) && __has_include(<tessera/comms/grpc/transport.h>)
+#define TESSERA_BENCH_GRPC 1
+#include <tessera/comms/grpc/transport.h>
+#endif
+#include <tessera/core/bf16.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+using namespace tessera;
+using namespace tessera::comms;
+
+namespace {
+
+struct Args {
+  std::string mesh;
+  DType dtype = DType::f32;
+  size_t min_bytes = 4 << 10, max_bytes = 64 << 20;
+  size_t chunk_bytes = 0;
+  double seconds = 0.25;
+  bool grpc = true;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", k.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (k == "--mesh") a.mesh = next();
+    else if (k == "--dtype") a.dtype = dtype_from_name(next());
+    else if (k == "--min-bytes") a.min_bytes = std::stoull(next());
+    else if (k == "--max-bytes") a.max_bytes = std::stoull(next());
+    else if (k == "--chunk-bytes") a.chunk_bytes = std::stoull(next());
+    else if (k == "--seconds") a.seconds = std::stod(next());
+    else if (k == "--no-grpc") a.grpc = false;
+    else {
+      std::fprintf(stderr, "unknown option %s (see the header of collective_bench.cc)\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Times fn: warm-up, then enough iterations to fill the budget (agreed over ranks).
+double time_calls(const std::function<void()>& fn, double budget) {
+  fn();
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = now();
+  fn();
+  double one = now() - t0;
+  MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  int iters = static_cast<int>(std::clamp(budget / std::max(one, 1e-7), 3.0, 1000.0));
+  MPI_Barrier(MPI_COMM_WORLD);
+  t0 = now();
+  for (int i = 0; i < iters; ++i) fn();
+  double t = (now() - t0) / iters;
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
+
+float value(int node, size_t i) { return static_cast<float>((node * 3 + i) % 7); }
+
+struct Row {
+  std::string name;
+  double t;
+  long wrong;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args = parse(argc, argv);
+  auto mpi_t = std::make_shared<mpi::MpiTransport>();
+  const int rank = mpi_t->rank(), size = mpi_t->size();
+  Mesh mesh = Mesh::parse(args.mesh.empty() ? "1x" + std::to_string(size) : args.mesh);
+  auto mesh_comm = std::make_unique<MeshComm>(mesh, mpi_t);
+  const auto& nodes = mesh_comm->local_nodes();
+  const size_t L = nodes.size(), es = dtype_size(args.dtype);
+  const int n = mesh.size();
+
+#if defined(TESSERA_BENCH_GRPC)
+  std::unique_ptr<MeshComm> grpc_comm;
+  if (args.grpc) {
+    // Rendezvous on rank 0: it picks a free port and tells the others through MPI.
+    int port = rank == 0 ? grpc::pick_free_port() : 0;
+    MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    grpc::GrpcOptions go;
+    go.rank = rank;
+    go.world_size = size;
+    go.coordinator = "127.0.0.1:" + std::to_string(port);
+    grpc_comm = std::make_unique<MeshComm>(mesh, std::make_shared<grpc::GrpcTransport>(go));
+  }
+#endif
+
+  if (rank == 0) {
+    std::printf("collective_bench: all-reduce, mesh %s over %d ranks (%d node(s) per rank), %s, "
+                "chunk %zu bytes\n",
+                mesh.shape_string().c_str(), size, static_cast<int>(L), dtype_name(args.dtype),
+                mesh_comm->chunk_bytes_or_default(args.chunk_bytes));
+    std::printf("peer: MPI_Allreduce (MPI_FLOAT, MPI_SUM; the nodes of a rank summed in memory first), "
+                "same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n", n);
+    std::printf("%12s  %-16s %10s %10s %10s %7s %9s\n", "bytes", "algorithm", "time(us)",
+                "algbw GB/s", "busbw GB/s", "wrong", "vs peer");
+  }
+
+  for (size_t bytes = args.min_bytes; bytes <= args.max_bytes; bytes *= 4) {
+    size_t count = bytes / es;
+    std::vector<std::vector<char>> in(L, std::vector<char>(count * es)), out(L, std::vector<char>(count * es));
+    for (size_t l = 0; l < L; ++l) {
+      for (size_t i = 0; i < count; ++i) {
+        float v = value(nodes[l], i);
+        if (args.dtype == DType::f32) reinterpret_cast<float*>(in[l].data())[i] = v;
+        else reinterpret_cast<uint16_t*>(in[l].data())[i] = f32_to_bf16(v);
+      }
+    }
+    auto wrong_elems = [&]() -> long {
+      long wrong = 0;
+      for (size_t l = 0; l < L; ++l) {
+        for (size_t i = 0; i < count; ++i) {
+          float want = 0;
+          for (int m = 0; m < n; ++m) want += value(m, i);
+          float got = args.dtype == DType::f32 ? reinterpret_cast<float*>(out[l].data())[i]
+                                               : bf16_to_f32(reinterpret_cast<uint16_t*>(out[l].data())[i]);
+          wrong += got != want;
+        }
+        std::memset(out[l].data(), 0, out[l].size());
+      }
+      MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+      return wrong;
+    };
+    std::vector<Row> rows;
+
+    // The peer: MPI_Allreduce over the ranks (f32 only; bf16 has no MPI type).
+    double peer = -1;
+    if (args.dtype == DType::f32) {
+      std::vector<float> acc(count);
+      auto run = [&] {
+        std::memcpy(acc.data(), in[0].data(), count * es);
+        for (size_t l = 1; l < L; ++l)
+          for (size_t i = 0; i < count; ++i) acc[i] += reinterpret_cast<float*>(in[l].data())[i];
+        MPI_Allreduce(MPI_IN_PLACE, acc.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        for (size_t l = 0; l < L; ++l) std::memcpy(out[l].data(), acc.data(), count * es);
+      };
+      peer = time_calls(run, args.seconds);
+      run();
+      rows.push_back({"MPI_Allreduce", peer, wrong_elems()});
+    }
+    auto tessera_row = [&](MeshComm& comm, Algorithm a, const std::string& name) {
+      AllreduceOptions o;
+      o.count = count;
+      o.dtype = args.dtype;
+      o.algorithm = a;
+      o.chunk_bytes = args.chunk_bytes;
+      o.timeout = std::chrono::seconds(120);
+      for (size_t l = 0; l < L; ++l) {
+        o.inputs.push_back(in[l].data());
+        o.outputs.push_back(out[l].data());
+      }
+      auto run = [&] { allreduce(comm.world(), o); };
+      double t = time_calls(run, args.seconds);
+      run();
+      rows.push_back({name, t, wrong_elems()});
+    };
+    for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d, Algorithm::native}) {
+      tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
+    }
+#if defined(TESSERA_BENCH_GRPC)
+    if (grpc_comm) tessera_row(*grpc_comm, Algorithm::mesh2d, "grpc/mesh2d");
+#endif
+    if (rank == 0) {
+      for (const Row& r : rows) {
+        double algbw = static_cast<double>(bytes) / r.t / 1e9;
+        double busbw = algbw * 2.0 * (n - 1) / n;
+        char ratio[32] = "-";
+        if (peer > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", peer / r.t);
+        std::printf("%12zu  %-16s %10.1f %10.2f %10.2f %7ld %9s\n", bytes, r.name.c_str(), r.t * 1e6,
+                    algbw, busbw, r.wrong, ratio);
+      }
+      std::fflush(stdout);
+    }
+  }
+  if (rank == 0) {
+    std::printf("\nemulated mesh links (rank 0's view, all sizes and algorithms):\n%s",
+                mesh_comm->link_stats().top_links(4).c_str());
+  }
+#if defined(TESSERA_BENCH_GRPC)
+  grpc_comm.reset();
+#endif
+  mesh_comm.reset();
+  return 0;
+}

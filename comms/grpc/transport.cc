@@ -1,0 +1,712 @@
+// The gRPC transport. Threads: per peer, a writer (drains the send queue into the peer's
+// Exchange stream) and an ack reader on the client side; gRPC's sync server runs one handler
+// per incoming stream. Receives are matched per source in posting order.
+#include <tessera/comms/grpc/transport.h>
+#include <tessera/comms/matcher.h>
+#include <tessera/core/error.h>
+#include <tessera/core/log.h>
+#include <tessera/proto/interconnect.grpc.pb.h>
+
+#include <grpcpp/grpcpp.h>
+#include <zlib.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace tessera::comms::grpc {
+
+namespace gr = ::grpc;
+using proto::Ack;
+using proto::Chunk;
+
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 36;  // sanity bound on a peer's claim
+constexpr int kFraming = 64 << 10;                         // proto fields around a payload
+
+uint32_t crc32_of(const void* data, size_t n) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = static_cast<const Bytef*>(data);
+  while (n > 0) {
+    uInt k = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    crc = crc32(crc, p, k);
+    p += k;
+    n -= k;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+
+int env_int(const char* name, bool required, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) {
+    TESSERA_CHECK(!required, "grpc transport: environment variable ", name, " is not set");
+    return fallback;
+  }
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  TESSERA_CHECK(end && *end == 0 && x >= 0 && x < (1L << 30), "grpc transport: ", name, "='", v,
+                "' is not a non-negative integer");
+  return static_cast<int>(x);
+}
+
+}  // namespace
+
+GrpcOptions GrpcOptions::from_env() {
+  GrpcOptions o;
+  o.rank = env_int("TESSERA_RANK", true, 0);
+  o.world_size = env_int("TESSERA_WORLD_SIZE", true, 1);
+  o.coordinator = env_or("TESSERA_COORDINATOR", o.coordinator);
+  o.bind_host = env_or("TESSERA_BIND_HOST", o.bind_host);
+  o.chunk_bytes = static_cast<size_t>(env_int("TESSERA_GRPC_CHUNK_BYTES", false, static_cast<int>(o.chunk_bytes)));
+  return o;
+}
+
+int pick_free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TESSERA_CHECK_AS(NetworkError, fd >= 0, "cannot open a socket: ", std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  int ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+           ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  TESSERA_CHECK_AS(NetworkError, ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno));
+  return ntohs(a.sin_port);
+}
+
+// ---- receive side ----------------------------------------------------------------------------
+
+namespace {
+
+struct RecvOp {
+  char* dst = nullptr;
+  size_t bytes = 0;
+  bool done = false;
+  std::optional<Failure> failed;
+  struct Incoming* bound = nullptr;  // the message being written into dst
+};
+
+struct Incoming {
+  uint64_t tag = 0;
+  uint64_t total = 0;
+  uint64_t received = 0;
+  std::vector<char> data;                 // while no receive is bound
+  std::shared_ptr<RecvOp> target;         // bound receive, written directly
+  bool discard = false;                   // its receive went away: drop the rest
+};
+
+// Everything received from one source rank. Guarded by mu.
+struct Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, std::deque<std::shared_ptr<RecvOp>>> posted;
+  std::map<uint64_t, std::deque<std::shared_ptr<Incoming>>> unexpected;
+  std::shared_ptr<Incoming> current;
+  std::optional<Failure> dead;
+
+  void fail_all(const Failure& f) {
+    if (!dead) dead = f;
+    for (auto& [tag, q] : posted)
+      for (auto& op : q) op->failed = f;
+    posted.clear();
+    if (current && current->target) {
+      current->target->failed = f;
+      current->target->bound = nullptr;
+      current->target.reset();
+    }
+    current.reset();
+    cv.notify_all();
+  }
+};
+
+class RecvRequest : public Request {
+ public:
+  RecvRequest(std::shared_ptr<Inbox> in, uint64_t tag, std::shared_ptr<RecvOp> op)
+      : in_(std::move(in)), tag_(tag), op_(std::move(op)) {}
+  ~RecvRequest() override {
+    std::lock_guard<std::mutex> lock(in_->mu);
+    if (op_->done || op_->failed) return;
+    if (op_->bound) {
+      op_->bound->target.reset();
+      op_->bound->discard = true;
+      op_->bound = nullptr;
+      return;
+    }
+    auto it = in_->posted.find(tag_);
+    if (it == in_->posted.end()) return;
+    auto& q = it->second;
+    for (auto o = q.begin(); o != q.end(); ++o) {
+      if (*o == op_) {
+        q.erase(o);
+        break;
+      }
+    }
+  }
+  bool wait(Deadline deadline) override {
+    std::unique_lock<std::mutex> lock(in_->mu);
+    if (!in_->cv.wait_until(lock, deadline, [&] { return op_->done || op_->failed.has_value(); })) return false;
+    if (op_->failed) throw_failure(*op_->failed);
+    return true;
+  }
+  bool test() override {
+    std::lock_guard<std::mutex> lock(in_->mu);
+    if (op_->failed) throw_failure(*op_->failed);
+    return op_->done;
+  }
+
+ private:
+  std::shared_ptr<Inbox> in_;
+  uint64_t tag_;
+  std::shared_ptr<RecvOp> op_;
+};
+
+// ---- send side -------------------------------------------------------------------------------
+
+struct SendOp {
+  const char* data = nullptr;
+  size_t bytes = 0;
+  uint64_t tag = 0;
+  bool done = false;
+  std::optional<Failure> failed;
+};
+
+struct Outbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<SendOp>> queue;     // not yet written
+  std::deque<std::shared_ptr<SendOp>> unacked;   // written, waiting for the receiver's ack
+  std::optional<Failure> dead;
+  std::string abort_notice;
+  bool stop = false;
+  bool writer_done = false, acker_done = false;
+  const SendOp* writing = nullptr;  // the op whose buffer the writer is reading
+  gr::ClientContext ctx;
+  std::unique_ptr<gr::ClientReaderWriter<Chunk, Ack>> stream;
+  std::thread writer, acker;
+
+  void fail_all(const Failure& f) {
+    if (!dead) dead = f;
+    for (auto* q : {&queue, &unacked}) {
+      for (auto& op : *q) op->failed = f;
+      q->clear();
+    }
+    cv.notify_all();
+  }
+};
+
+class SendRequest : public Request {
+ public:
+  SendRequest(std::shared_ptr<Outbox> out, std::shared_ptr<SendOp> op) : out_(std::move(out)), op_(std::move(op)) {}
+  ~SendRequest() override {
+    // A send still queued is withdrawn. One being written reads the caller's buffer, which is
+    // about to go away: cancel the stream (only error paths get here; the transport is then
+    // unusable anyway) and wait for the writer to let go of it.
+    std::unique_lock<std::mutex> lock(out_->mu);
+    // Acknowledged: every chunk was serialized and received; the buffer is no longer read.
+    if (op_->done) return;
+    if (out_->writing != op_.get()) {
+      for (auto o = out_->queue.begin(); o != out_->queue.end(); ++o) {
+        if (*o == op_) {
+          out_->queue.erase(o);
+          return;
+        }
+      }
+      return;
+    }
+    out_->ctx.TryCancel();
+    out_->cv.wait(lock, [&] { return out_->writing != op_.get(); });
+  }
+  bool wait(Deadline deadline) override {
+    std::unique_lock<std::mutex> lock(out_->mu);
+    if (!out_->cv.wait_until(lock, deadline, [&] { return op_->done || op_->failed.has_value(); })) return false;
+    if (op_->failed) throw_failure(*op_->failed);
+    return true;
+  }
+  bool test() override {
+    std::lock_guard<std::mutex> lock(out_->mu);
+    if (op_->failed) throw_failure(*op_->failed);
+    return op_->done;
+  }
+
+ private:
+  std::shared_ptr<Outbox> out_;
+  std::shared_ptr<SendOp> op_;
+};
+
+class FailedRequest : public Request {
+ public:
+  explicit FailedRequest(Failure f) : f_(std::move(f)) {}
+  bool wait(Deadline) override { throw_failure(f_); }
+  bool test() override { throw_failure(f_); }
+
+ private:
+  Failure f_;
+};
+
+}  // namespace
+
+// ---- the transport -----------------------------------------------------------------------------
+
+struct GrpcTransport::Impl : public proto::Interconnect::Service, public proto::Coordinator::Service {
+  GrpcOptions opt;
+  std::string address;
+  std::vector<std::string> addresses;
+  std::unique_ptr<gr::Server> server;
+  std::vector<std::shared_ptr<Inbox>> inboxes;
+  std::vector<std::shared_ptr<Outbox>> outboxes;
+  std::vector<std::shared_ptr<gr::Channel>> channels;
+  std::atomic<bool> aborted{false};
+  std::string abort_reason;
+  std::mutex abort_mu;
+
+  // Coordinator state (rank 0).
+  std::mutex coord_mu;
+  std::condition_variable coord_cv;
+  std::vector<std::string> hellos;
+  int hello_count = 0;
+
+  std::string who(int r) const {
+    std::string s = "rank " + std::to_string(r);
+    if (r >= 0 && static_cast<size_t>(r) < addresses.size()) s += " (" + addresses[r] + ")";
+    return s;
+  }
+
+  // Coordinator.Hello: wait until every rank has said hello, then tell everyone everything.
+  gr::Status Hello(gr::ServerContext* ctx, const proto::HelloRequest* req, proto::HelloReply* reply) override {
+    if (req->protocol_version() != 0 && req->protocol_version() != kProtocolVersion) {
+      return {gr::StatusCode::FAILED_PRECONDITION,
+              "protocol version " + std::to_string(req->protocol_version()) + ", coordinator speaks " +
+                  std::to_string(kProtocolVersion)};
+    }
+    if (static_cast<int>(req->world_size()) != opt.world_size) {
+      return {gr::StatusCode::INVALID_ARGUMENT,
+              "rank " + std::to_string(req->rank()) + " says the world has " +
+                  std::to_string(req->world_size()) + " ranks; the coordinator was started with " +
+                  std::to_string(opt.world_size)};
+    }
+    int r = static_cast<int>(req->rank());
+    std::unique_lock<std::mutex> lock(coord_mu);
+    if (r < 0 || r >= opt.world_size) {
+      return {gr::StatusCode::INVALID_ARGUMENT, "rank " + std::to_string(r) + " is outside the world of " +
+                                                    std::to_string(opt.world_size)};
+    }
+    if (!hellos[r].empty() && hellos[r] != req->address()) {
+      return {gr::StatusCode::ALREADY_EXISTS, "rank " + std::to_string(r) + " already said hello from " +
+                                                  hellos[r] + " (now from " + req->address() + ")"};
+    }
+    if (hellos[r].empty()) {
+      hellos[r] = req->address();
+      ++hello_count;
+      coord_cv.notify_all();
+    }
+    while (hello_count < opt.world_size) {
+      if (ctx->IsCancelled() || coord_cv.wait_until(lock, ctx->deadline()) == std::cv_status::timeout) {
+        std::string missing;
+        for (int i = 0; i < opt.world_size; ++i)
+          if (hellos[i].empty()) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+        return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no hello from rank(s) " + missing};
+      }
+    }
+    for (const auto& a : hellos) reply->add_addresses(a);
+    return gr::Status::OK;
+  }
+
+  // Interconnect.Exchange: the chunks of one sender, in order; one ack per whole message.
+  gr::Status Exchange(gr::ServerContext* ctx, gr::ServerReaderWriter<Ack, Chunk>* stream) override {
+    Chunk c;
+    int src = -1;
+    std::string error;
+    while (stream->Read(&c)) {
+      if (src < 0) {
+        if (c.src_rank() >= static_cast<uint32_t>(opt.world_size)) {
+          error = "a chunk names sender rank " + std::to_string(c.src_rank()) + ", outside the world of " +
+                  std::to_string(opt.world_size);
+          break;
+        }
+        src = static_cast<int>(c.src_rank());
+      }
+      Inbox& in = *inboxes[src];
+      if (!c.abort_reason().empty()) {
+        std::lock_guard<std::mutex> lock(in.mu);
+        in.fail_all({FailKind::remote, who(src) + " aborted: " + c.abort_reason()});
+        return gr::Status::OK;
+      }
+      error = accept(src, in, c);
+      if (!error.empty()) {
+        Ack nack;
+        nack.set_tag(c.tag());
+        nack.set_error(error);
+        stream->Write(nack);
+        break;
+      }
+      if (c.offset() + c.payload().size() == c.total_bytes()) {
+        Ack ack;
+        ack.set_tag(c.tag());
+        ack.set_received_bytes(c.total_bytes());
+        if (!stream->Write(ack)) break;
+      }
+    }
+    if (src >= 0) {
+      Inbox& in = *inboxes[src];
+      std::lock_guard<std::mutex> lock(in.mu);
+      if (!error.empty()) {
+        in.fail_all({FailKind::remote, "bad message from " + who(src) + ": " + error});
+      } else if (!in.dead) {
+        in.fail_all({FailKind::network, who(src) + " closed its connection (process exited or transport destroyed)" +
+                                            std::string(ctx->IsCancelled() ? "; the stream was cancelled" : "")});
+      }
+    }
+    return error.empty() ? gr::Status::OK : gr::Status(gr::StatusCode::INVALID_ARGUMENT, error);
+  }
+
+  // One chunk into the inbox of `src`. Returns "" or what is wrong with it.
+  std::string accept(int src, Inbox& in, const Chunk& c) {
+    const std::string& p = c.payload();
+    if (c.src_rank() != static_cast<uint32_t>(src)) return "chunk from rank " + std::to_string(c.src_rank()) + " on rank " + std::to_string(src) + "'s stream";
+    if (c.dst_rank() != static_cast<uint32_t>(opt.rank)) return "chunk for rank " + std::to_string(c.dst_rank()) + " arrived at rank " + std::to_string(opt.rank);
+    if (c.total_bytes() > kMaxMessageBytes) return "message of " + std::to_string(c.total_bytes()) + " bytes is absurd";
+    if (crc32_of(p.data(), p.size()) != c.crc32()) {
+      return "chunk at offset " + std::to_string(c.offset()) + " of a " + std::to_string(c.total_bytes()) +
+             "-byte message (tag " + std::to_string(c.tag()) + ") failed its crc32 check";
+    }
+    std::lock_guard<std::mutex> lock(in.mu);
+    if (c.offset() == 0) {
+      if (in.current) return "a new message started before the previous one was complete";
+      auto inc = std::make_shared<Incoming>();
+      inc->tag = c.tag();
+      inc->total = c.total_bytes();
+      auto it = in.posted.find(c.tag());
+      if (it != in.posted.end() && !it->second.empty()) {
+        auto op = it->second.front();
+        it->second.pop_front();
+        if (it->second.empty()) in.posted.erase(it);
+        if (op->bytes != inc->total) {
+          op->failed = Failure{FailKind::remote, "message size mismatch: " + who(src) + " sent " +
+                                                     std::to_string(inc->total) + " bytes, the receiver expected " +
+                                                     std::to_string(op->bytes)};
+          inc->discard = true;
+          in.cv.notify_all();
+        } else {
+          inc->target = op;
+          op->bound = inc.get();
+        }
+      } else {
+        inc->data.reserve(inc->total);
+        in.unexpected[c.tag()].push_back(inc);
+      }
+      in.current = inc;
+    }
+    Incoming* inc = in.current.get();
+    if (!inc || c.tag() != inc->tag || c.total_bytes() != inc->total || c.offset() != inc->received ||
+        p.size() > inc->total - inc->received) {
+      return "chunk (tag " + std::to_string(c.tag()) + ", offset " + std::to_string(c.offset()) + ", " +
+             std::to_string(p.size()) + " bytes) does not continue the message in progress";
+    }
+    if (inc->target) {
+      std::memcpy(inc->target->dst + inc->received, p.data(), p.size());
+    } else if (!inc->discard) {
+      inc->data.insert(inc->data.end(), p.begin(), p.end());
+    }
+    inc->received += p.size();
+    if (inc->received == inc->total) {
+      if (inc->target) {
+        inc->target->done = true;
+        inc->target->bound = nullptr;
+        inc->target.reset();
+        in.cv.notify_all();
+      }
+      in.current.reset();
+    }
+    return "";
+  }
+
+  void writer_loop(int peer) {
+    Outbox& out = *outboxes[peer];
+    Chunk c;
+    c.set_src_rank(static_cast<uint32_t>(opt.rank));
+    c.set_dst_rank(static_cast<uint32_t>(peer));
+    for (;;) {
+      std::shared_ptr<SendOp> op;
+      {
+        std::unique_lock<std::mutex> lock(out.mu);
+        out.cv.wait(lock, [&] { return out.stop || !out.queue.empty() || !out.abort_notice.empty() || out.dead; });
+        if (!out.abort_notice.empty()) {
+          Chunk a;
+          a.set_src_rank(static_cast<uint32_t>(opt.rank));
+          a.set_dst_rank(static_cast<uint32_t>(peer));
+          a.set_abort_reason(out.abort_notice);
+          out.abort_notice.clear();
+          lock.unlock();
+          out.stream->Write(a);
+          continue;
+        }
+        if (out.dead || (out.stop && out.queue.empty())) break;
+        op = out.queue.front();
+        out.queue.pop_front();
+        // Into unacked before the first byte goes out: the ack may beat us back here.
+        out.unacked.push_back(op);
+        out.writing = op.get();
+      }
+      bool ok = true;
+      size_t off = 0;
+      do {
+        size_t n = std::min(opt.chunk_bytes, op->bytes - off);
+        c.set_tag(op->tag);
+        c.set_offset(off);
+        c.set_total_bytes(op->bytes);
+        c.set_payload(op->data + off, n);
+        c.set_crc32(crc32_of(op->data + off, n));
+        ok = out.stream->Write(c);
+        off += n;
+      } while (ok && off < op->bytes);
+      std::lock_guard<std::mutex> lock(out.mu);
+      out.writing = nullptr;
+      out.cv.notify_all();
+      if (!ok) {
+        op->failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
+        out.fail_all({FailKind::network, "connection to " + who(peer) + " lost"});
+        break;
+      }
+    }
+    out.stream->WritesDone();
+    std::lock_guard<std::mutex> lock(out.mu);
+    out.writer_done = true;
+    out.cv.notify_all();
+  }
+
+  void acker_loop(int peer) {
+    Outbox& out = *outboxes[peer];
+    Ack a;
+    while (out.stream->Read(&a)) {
+      std::lock_guard<std::mutex> lock(out.mu);
+      if (out.unacked.empty()) continue;
+      auto op = out.unacked.front();
+      out.unacked.pop_front();
+      if (!a.error().empty()) {
+        op->failed = Failure{FailKind::remote, who(peer) + " rejected a message: " + a.error()};
+      } else {
+        op->done = true;
+      }
+      out.cv.notify_all();
+    }
+    std::lock_guard<std::mutex> lock(out.mu);
+    out.fail_all({FailKind::network, "connection to " + who(peer) + " closed (process exited or transport destroyed)"});
+    out.acker_done = true;
+    out.cv.notify_all();
+  }
+};
+
+GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.opt = o;
+  TESSERA_CHECK(o.world_size >= 1 && o.rank >= 0 && o.rank < o.world_size, "grpc transport: rank ",
+                o.rank, " is outside the world of ", o.world_size);
+  TESSERA_CHECK(o.chunk_bytes >= 1 && o.chunk_bytes <= (size_t{1} << 30), "grpc transport: chunk_bytes ",
+                o.chunk_bytes, " is out of range 1..2^30");
+  auto colon = o.coordinator.rfind(':');
+  TESSERA_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < o.coordinator.size(),
+                "grpc transport: coordinator address '", o.coordinator, "' is not host:port");
+  m.hellos.assign(static_cast<size_t>(o.world_size), "");
+  for (int r = 0; r < o.world_size; ++r) {
+    m.inboxes.push_back(std::make_shared<Inbox>());
+    m.outboxes.push_back(std::make_shared<Outbox>());
+  }
+  const int max_in = static_cast<int>(o.chunk_bytes) + kFraming;
+
+  // Serve Interconnect (and, on rank 0, the Coordinator at its fixed address).
+  gr::ServerBuilder b;
+  std::string listen = o.rank == 0 ? o.coordinator : o.bind_host + ":0";
+  int port = 0;
+  b.AddListeningPort(listen, gr::InsecureServerCredentials(), &port);
+  b.SetMaxReceiveMessageSize(max_in);
+  b.SetMaxSendMessageSize(kFraming);
+  b.RegisterService(static_cast<proto::Interconnect::Service*>(&m));
+  if (o.rank == 0) b.RegisterService(static_cast<proto::Coordinator::Service*>(&m));
+  m.server = b.BuildAndStart();
+  TESSERA_CHECK_AS(NetworkError, m.server && port > 0, "grpc transport: rank ", o.rank,
+                   " cannot listen on ", listen, o.rank == 0 ? " (the coordinator address; is the port in use?)" : "");
+  m.address = (o.rank == 0 ? o.coordinator.substr(0, colon) : o.bind_host) + ":" + std::to_string(port);
+
+  // Rendezvous.
+  gr::ChannelArguments small;
+  small.SetMaxReceiveMessageSize(kFraming * 16);
+  small.SetMaxSendMessageSize(kFraming);
+  auto coord = proto::Coordinator::NewStub(gr::CreateCustomChannel(o.coordinator, gr::InsecureChannelCredentials(), small));
+  gr::ClientContext hctx;
+  hctx.set_deadline(std::chrono::system_clock::now() + o.connect_timeout);
+  hctx.set_wait_for_ready(true);
+  proto::HelloRequest req;
+  req.set_rank(static_cast<uint32_t>(o.rank));
+  req.set_world_size(static_cast<uint32_t>(o.world_size));
+  req.set_address(m.address);
+  req.set_protocol_version(kProtocolVersion);
+  proto::HelloReply reply;
+  gr::Status st = coord->Hello(&hctx, req, &reply);
+  if (!st.ok()) {
+    std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous at coordinator " +
+                      o.coordinator + " failed: " + st.error_message() + " (after at most " +
+                      std::to_string(o.connect_timeout.count()) + " ms)";
+    m.server->Shutdown(std::chrono::system_clock::now());
+    if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
+      throw TimeoutError(msg);
+    throw RemoteError(msg);
+  }
+  TESSERA_CHECK_AS(RemoteError, reply.addresses_size() == o.world_size, "grpc transport: the coordinator sent ",
+                   reply.addresses_size(), " addresses for a world of ", o.world_size);
+  m.addresses.assign(reply.addresses().begin(), reply.addresses().end());
+
+  // One stream to every peer, opened now so that a peer's death is seen on every connection.
+  gr::ChannelArguments args;
+  args.SetMaxSendMessageSize(max_in);
+  args.SetMaxReceiveMessageSize(kFraming * 16);
+  for (int p = 0; p < o.world_size; ++p) {
+    if (p == o.rank) continue;
+    auto ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
+    m.channels.push_back(ch);
+    Outbox& out = *m.outboxes[p];
+    out.stream = proto::Interconnect::NewStub(ch)->Exchange(&out.ctx);
+    out.writer = std::thread([this, p] { impl_->writer_loop(p); });
+    out.acker = std::thread([this, p] { impl_->acker_loop(p); });
+  }
+  log::get("comms")->debug("grpc: rank {} of {} at {}", o.rank, o.world_size, m.address);
+}
+
+GrpcTransport::~GrpcTransport() {
+  Impl& m = *impl_;
+  auto peers = [&](auto&& fn) {
+    for (int p = 0; p < m.opt.world_size; ++p)
+      if (p != m.opt.rank) fn(*m.outboxes[p]);
+  };
+  peers([](Outbox& out) {
+    std::lock_guard<std::mutex> lock(out.mu);
+    out.stop = true;
+    out.cv.notify_all();
+  });
+  // Writers finish their queues and close their streams; peers then end them, which ends the
+  // ack readers. A peer that does not answer in time gets its stream cancelled.
+  auto deadline = Clock::now() + std::chrono::seconds(2);
+  peers([&](Outbox& out) {
+    std::unique_lock<std::mutex> lock(out.mu);
+    if (!out.cv.wait_until(lock, deadline, [&] { return out.writer_done; })) out.ctx.TryCancel();
+  });
+  peers([](Outbox& out) {
+    if (out.writer.joinable()) out.writer.join();
+  });
+  peers([&](Outbox& out) {
+    std::unique_lock<std::mutex> lock(out.mu);
+    if (!out.cv.wait_until(lock, deadline, [&] { return out.acker_done; })) out.ctx.TryCancel();
+  });
+  peers([](Outbox& out) {
+    if (out.acker.joinable()) out.acker.join();
+    out.stream->Finish();
+  });
+  m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  m.server->Wait();
+}
+
+int GrpcTransport::rank() const { return impl_->opt.rank; }
+int GrpcTransport::size() const { return impl_->opt.world_size; }
+const std::string& GrpcTransport::address() const { return impl_->address; }
+std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
+
+RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
+  Impl& m = *impl_;
+  TESSERA_CHECK_INDEX(peer >= 0 && peer < m.opt.world_size && peer != m.opt.rank, "grpc: peer rank ", peer,
+                      " is not another rank of the world of ", m.opt.world_size);
+  if (m.aborted) return std::make_unique<FailedRequest>(Failure{FailKind::comm, "transport aborted: " + m.abort_reason});
+  auto out = m.outboxes[peer];
+  auto op = std::make_shared<SendOp>();
+  op->data = static_cast<const char*>(data);
+  op->bytes = bytes;
+  op->tag = tag;
+  {
+    std::lock_guard<std::mutex> lock(out->mu);
+    if (out->dead) return std::make_unique<FailedRequest>(*out->dead);
+    out->queue.push_back(op);
+  }
+  out->cv.notify_all();
+  return std::make_unique<SendRequest>(out, op);
+}
+
+RequestPtr GrpcTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
+  Impl& m = *impl_;
+  TESSERA_CHECK_INDEX(peer >= 0 && peer < m.opt.world_size && peer != m.opt.rank, "grpc: peer rank ", peer,
+                      " is not another rank of the world of ", m.opt.world_size);
+  if (m.aborted) return std::make_unique<FailedRequest>(Failure{FailKind::comm, "transport aborted: " + m.abort_reason});
+  auto in = m.inboxes[peer];
+  auto op = std::make_shared<RecvOp>();
+  op->dst = static_cast<char*>(data);
+  op->bytes = bytes;
+  std::lock_guard<std::mutex> lock(in->mu);
+  auto it = in->unexpected.find(tag);
+  if (it != in->unexpected.end() && !it->second.empty()) {
+    auto inc = it->second.front();
+    it->second.pop_front();
+    if (it->second.empty()) in->unexpected.erase(it);
+    if (inc->total != bytes) {
+      inc->discard = true;
+      inc->data.clear();
+      return std::make_unique<FailedRequest>(Failure{
+          FailKind::remote, "message size mismatch: " + m.who(peer) + " sent " + std::to_string(inc->total) +
+                                " bytes, the receiver expected " + std::to_string(bytes)});
+    }
+    if (inc->received) std::memcpy(op->dst, inc->data.data(), inc->received);
+    inc->data = {};
+    if (inc->received == inc->total) {
+      op->done = true;
+    } else {
+      inc->target = op;
+      op->bound = inc.get();
+    }
+    return std::make_unique<RecvRequest>(in, tag, op);
+  }
+  if (in->dead) return std::make_unique<FailedRequest>(*in->dead);
+  in->posted[tag].push_back(op);
+  return std::make_unique<RecvRequest>(in, tag, op);
+}
+
+void GrpcTransport::abort(const std::string& reason) {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.abort_mu);
+    if (m.aborted.exchange(true)) return;
+    m.abort_reason = reason;
+  }
+  Failure self{FailKind::comm, "transport aborted: " + reason};
+  for (int p = 0; p < m.opt.world_size; ++p) {
+    if (p == m.opt.rank) continue;
+    {
+      Outbox& out = *m.outboxes[p];
+      std::lock_guard<std::mutex> lock(out.mu);
+      out.abort_notice = reason.empty() ? "(no reason given)" : reason;
+      for (auto& op : out.queue) op->failed = self;
+      out.queue.clear();
+      out.cv.notify_all();
+    }
+    Inbox& in = *m.inboxes[p];
+    std::lock_guard<std::mutex> lock(in.mu);
+    in.fail_all(self);
+  }
+}
+
+}  // namespace tessera::comms::grpc

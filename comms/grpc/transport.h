@@ -1,0 +1,72 @@
+// grpc: the Interconnect streaming service of proto/interconnect.proto, for clusters without
+// MPI. Every rank serves Interconnect; rank 0 also serves the Coordinator, where every rank
+// says hello and learns every other rank's address (rendezvous).
+//
+//   grpc::GrpcOptions o = grpc::GrpcOptions::from_env();   // TESSERA_RANK, TESSERA_WORLD_SIZE,
+//                                                          // TESSERA_COORDINATOR=127.0.0.1:PORT
+//   auto t = std::make_shared<grpc::GrpcTransport>(o);     // blocks until all ranks said hello
+//
+// Wire: one client stream (Exchange) per ordered pair of ranks carries that sender's messages
+// in posting order, each as chunks of at most chunk_bytes with a zlib crc32 per chunk; the
+// receiver acknowledges every whole message on the same stream. A send completes when its
+// acknowledgement arrives, i.e. when the receiver holds the whole message. Maximum message
+// sizes are set explicitly on the server and on every channel (one chunk plus framing).
+// Addresses: the service binds 127.0.0.1 (ephemeral port; rank 0: the coordinator's port)
+// unless bind_host says otherwise (env TESSERA_BIND_HOST).
+//
+// Failure: a peer whose process exits closes its connections: operations with it fail with
+// NetworkError naming it. A peer that hangs makes waits time out. A chunk whose checksum,
+// sender, offset or size is wrong fails the receive with RemoteError. abort() sends a notice
+// to every peer (their operations with this rank fail with RemoteError quoting the reason).
+// The constructor's rendezvous has its own deadline (connect_timeout).
+#pragma once
+
+#include <tessera/comms/transport.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tessera::comms::grpc {
+
+struct GrpcOptions {
+  int rank = 0;
+  int world_size = 1;
+  std::string coordinator = "127.0.0.1:29500";  // host:port of rank 0's coordinator
+  std::string bind_host = "127.0.0.1";
+  size_t chunk_bytes = 1 << 20;
+  std::chrono::milliseconds connect_timeout{30000};
+  // From TESSERA_RANK, TESSERA_WORLD_SIZE, TESSERA_COORDINATOR, TESSERA_BIND_HOST,
+  // TESSERA_GRPC_CHUNK_BYTES; ValueError naming a missing or bad variable.
+  static GrpcOptions from_env();
+};
+
+class GrpcTransport : public Transport {
+ public:
+  explicit GrpcTransport(const GrpcOptions& options);
+  ~GrpcTransport() override;
+
+  int rank() const override;
+  int size() const override;
+  const char* name() const override { return "grpc"; }
+  uint64_t max_tag() const override { return ~uint64_t{0}; }
+  RequestPtr isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
+  RequestPtr irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  void abort(const std::string& reason) override;
+  std::string peer_name(int peer) const override;
+  double alpha() const override { return 60e-6; }
+  double beta() const override { return 1.5e9; }
+
+  const std::string& address() const;  // where this rank's Interconnect service listens
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// A port on 127.0.0.1 that was free a moment ago (for launchers and tests).
+int pick_free_port();
+
+}  // namespace tessera::comms::grpc

@@ -1,0 +1,78 @@
+// Failure behaviour over the grpc transport; started by run_ranks.sh with --victim 1:
+//   exit: rank 1 exits mid-collective;  hang: rank 1 sleeps past the deadline;
+//   stop: rank 1 freezes (SIGSTOP: no thread of it runs, its sockets stay open).
+// Every other rank must fail its all-reduce with a CommError naming the operation and a peer
+// within the deadline (1 s) plus a margin; it prints "PASS rank R: ..." or "FAIL rank R: ...".
+#include <tessera/comms/collectives.h>
+#include <tessera/comms/grpc/transport.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <unistd.h>
+
+using namespace tessera;
+using namespace tessera::comms;
+
+int main(int argc, char** argv) {
+  std::string mode = argc > 1 ? argv[1] : "hang";
+  auto opts = grpc::GrpcOptions::from_env();
+  auto t = std::make_shared<grpc::GrpcTransport>(opts);
+  MeshComm comm(Mesh::parse("1x" + std::to_string(opts.world_size)), t);
+  std::vector<float> v(1 << 18, 1.0f);
+  AllreduceOptions o;
+  o.count = v.size();
+  o.inputs = {v.data()};
+  o.outputs = {v.data()};
+  o.timeout = std::chrono::milliseconds(1000);
+  o.chunk_bytes = 16 << 10;
+  {
+    // Everyone alive: works (with a generous deadline: processes start at different times).
+    AllreduceOptions warm = o;
+    warm.timeout = std::chrono::milliseconds(30000);
+    auto w0 = std::chrono::steady_clock::now();
+    allreduce(comm.world(), warm);
+    allreduce(comm.world(), warm);
+    std::fprintf(stderr, "rank %d: warm-up %.3f s\n", comm.rank(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count());
+  }
+  if (comm.rank() == 1) {
+    if (mode == "exit") {
+      std::thread([] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(3));
+        _exit(3);
+      }).detach();
+      try {
+        for (;;) allreduce(comm.world(), o);
+      } catch (...) {
+      }
+      _exit(3);
+    }
+    if (mode == "stop") raise(SIGSTOP);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+    _exit(0);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  std::string verdict;
+  try {
+    for (int i = 0; i < 100000; ++i) allreduce(comm.world(), o);
+    verdict = "FAIL rank " + std::to_string(comm.rank()) + ": no error";
+  } catch (const CommError& e) {
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bool ok = std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 1.6;
+    char buf[48];
+    std::snprintf(buf, sizeof buf, " after %.2f s: ", s);
+    const char* kind = dynamic_cast<const TimeoutError*>(&e)   ? "TimeoutError"
+                       : dynamic_cast<const NetworkError*>(&e) ? "NetworkError"
+                       : dynamic_cast<const RemoteError*>(&e)  ? "RemoteError"
+                                                               : "CommError";
+    verdict = std::string(ok ? "PASS" : "FAIL") + " rank " + std::to_string(comm.rank()) + " (" + mode +
+              "): " + kind + buf + e.what();
+  }
+  std::printf("%s\n", verdict.c_str());
+  std::fflush(stdout);
+  // The communicator is broken; leave without waiting on the dead peer.
+  _exit(verdict.rfind("PASS", 0) == 0 ? 0 : 1);
+}
