@@ -9,7 +9,7 @@
 //            --seconds S (time budget per point)  --no-grpc
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
-#if defined(TESSERA_WITH_GRPC) && __has_include(<tessera/comms/grpc/transport.h>)
+#if defined(TESSERA_WITH_GRPC)
 #define TESSERA_BENCH_GRPC 1
 #include <tessera/comms/grpc/transport.h>
 #endif
