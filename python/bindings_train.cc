@@ -232,9 +232,10 @@ x and y read back as read-only numpy views; num_classes defaults to max(y) + 1.)
 void bind_trainer(py::module_& m) {
   py::class_<Trainer>(m, "Trainer", kTrainerDoc)
       .def(py::init([](py::object model, std::vector<int64_t> example_shape, int64_t classes, py::kwargs kw) {
+        std::shared_ptr<nn::Module> shared = share_module(model);  // TypeError for a non-module first
         TrainOptions o = parse_options(kw, model);
         // Traces the model: a Python forward() runs here, with the GIL held.
-        return std::make_unique<Trainer>(share_module(model), Shape(example_shape), classes, std::move(o));
+        return std::make_unique<Trainer>(std::move(shared), Shape(example_shape), classes, std::move(o));
       }), py::arg("model"), py::arg("example_shape"), py::arg("classes"))
       .def("fit", [](Trainer& t, const Dataset& train, const Dataset& test, bool log) {
         PyStdoutBuf buf(log);
