@@ -104,8 +104,6 @@ class PyTrace {
   bool open_ = false;
 };
 
-Shape to_shape(const std::vector<int64_t>& dims) { return Shape(dims); }
-
 // reshape's shape may hold one -1, inferred from the element count as numpy does.
 Shape infer_shape(const Shape& from, std::vector<int64_t> dims) {
   int64_t known = 1, hole = -1;

@@ -219,3 +219,32 @@ def test_fashion_mnist_test_split():
     d = tessera.load_fashion_mnist(split="test")
     assert d.x.shape == (10000, 28, 28, 1) and d.y.shape == (10000,) and d.num_classes == 10
     assert abs(float(d.x.mean())) < 0.05
+
+
+def test_fit_releases_the_gil():
+    """While fit() runs in a thread, the main thread keeps running Python: the longest pause it
+    sees is far shorter than the fit (holding the GIL would stall it for the whole fit)."""
+    import threading
+    import time
+
+    train, test = split(8192, 256, features=64, classes=8)
+    trainer = tessera.Trainer(Mlp(features=64, hidden=256, classes=8), [64], 8, **quiet(epochs=6))
+    span = {}
+
+    def run():
+        span["start"] = time.perf_counter()
+        trainer.fit(train, test, log=False)
+        span["end"] = time.perf_counter()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    stamps = []
+    while worker.is_alive():
+        stamps.append(time.perf_counter())
+    worker.join()
+    during = [t for t in stamps if span["start"] <= t <= span["end"]]
+    fit_seconds = span["end"] - span["start"]
+    assert trainer.global_step == 6 * (8192 // 32)
+    assert len(during) > 2, (fit_seconds, len(stamps))
+    gaps = np.diff([span["start"]] + during + [span["end"]])
+    assert gaps.max() < fit_seconds / 3, (gaps.max(), fit_seconds)
