@@ -2,13 +2,13 @@
 // Exchange stream) and an ack reader on the client side; gRPC's sync server runs one handler
 // per incoming stream. Receives are matched per source in posting order.
 #include <tessera/comms/grpc/transport.h>
+#include <tessera/comms/crc32.h>
 #include <tessera/comms/matcher.h>
 #include <tessera/core/error.h>
 #include <tessera/core/log.h>
 #include <tessera/proto/interconnect.grpc.pb.h>
 
 #include <grpcpp/grpcpp.h>
-#include <zlib.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -37,17 +37,7 @@ constexpr uint32_t kProtocolVersion = 1;
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 36;  // sanity bound on a peer's claim
 constexpr int kFraming = 64 << 10;                         // proto fields around a payload
 
-uint32_t crc32_of(const void* data, size_t n) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  const auto* p = static_cast<const Bytef*>(data);
-  while (n > 0) {
-    uInt k = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
-    crc = crc32(crc, p, k);
-    p += k;
-    n -= k;
-  }
-  return static_cast<uint32_t>(crc);
-}
+uint32_t crc32_of(const void* data, size_t n) { return crc32_update(0, data, n); }
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
