@@ -159,6 +159,9 @@ void Executor::run(RunState& state) {
     st.calls++;
     st.seconds += s;
     st.flops += costs_[pos].flops;
+    if (on_ready_) {
+      for (int o : outs) on_ready_(o);
+    }
     for (int in : n.inputs) {
       if (last_use_[in] == static_cast<int>(pos) && !bound_[in] && !fetched_[in]) release(in);
     }

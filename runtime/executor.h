@@ -18,6 +18,7 @@
 #include <tessera/core/op_registry.h>
 #include <tessera/core/tensor.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +45,9 @@ class Executor {
   void reset_stats() { stats_.clear(); }
   std::string stats_table() const;
   const std::vector<int>& schedule() const { return order_; }
+  // Called on the executing thread right after each value is computed (e.g. to start sending a
+  // gradient while the backward pass goes on). Empty: none.
+  void set_on_ready(std::function<void(int value)> fn) { on_ready_ = std::move(fn); }
 
  private:
   Tensor allocate(const ValueType& vt);
@@ -60,6 +64,7 @@ class Executor {
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::map<std::string, OpKindStats> stats_;
   std::vector<OpCost> costs_;
+  std::function<void(int)> on_ready_;
 
   // Epilogue fusion, planned once: a matmul/conv2d whose only consumer is a bias_add of a bound
   // bias and/or a relu stores the activated result directly; the absorbed nodes are skipped and

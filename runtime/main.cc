@@ -1,6 +1,7 @@
 // The `tessera` command.
 #include <tessera/core/error.h>
 #include <tessera/runtime/info.h>
+#include <tessera/runtime/launch_command.h>
 #include <tessera/runtime/train_command.h>
 
 #include <cstdio>
@@ -18,6 +19,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  info        version, CPU ISA ladder and the rung in use, dtypes, communication backends\n"
     "  train       train a built-in model on Fashion-MNIST (tessera train --help)\n"
+    "  launch      tessera launch -n N -- train --mesh 2x2 --transport grpc: N local processes\n"
     "  version     print the version\n"
     "  help        this text\n"
     "\n"
@@ -46,6 +48,7 @@ int run(int argc, char** argv) {
     std::cout << tessera::info_report();
     return 0;
   }
+  if (cmd == "launch") return tessera::launch_command(std::vector<std::string>(argv + 2, argv + argc));
   if (cmd == "train") return tessera::train_command(std::vector<std::string>(argv + 2, argv + argc));
   std::cerr << "tessera: unknown command '" << cmd << "'\n\n" << kUsage;
   return 2;

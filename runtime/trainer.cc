@@ -3,12 +3,15 @@
 #include <tessera/core/autodiff.h>
 #include <tessera/core/log.h>
 #include <tessera/core/tensor_proto.h>
+#include <tessera/kernels/elementwise.h>
+#include <tessera/runtime/data_parallel.h>
 #include <tessera/proto/checkpoint.pb.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <ostream>
 #include <sstream>
@@ -58,8 +61,12 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_
   std::vector<int> fetch{loss_};
   for (int id : param_ids_) {
     grad_ids_.push_back(gr.of(id));
+    grad_index_[grad_ids_.back()] = static_cast<int>(grad_ids_.size()) - 1;
     fetch.push_back(grad_ids_.back());
   }
+  TESSERA_CHECK(opt_.world_nodes >= 1 && !opt_.hosted_nodes.empty() &&
+                    static_cast<int>(opt_.hosted_nodes.size()) <= opt_.world_nodes,
+                "data parallelism: ", opt_.hosted_nodes.size(), " hosted nodes of ", opt_.world_nodes);
   train_exec_ = std::make_unique<Executor>(t.graph(), fetch);
   for (const auto& [id, p] : t.params()) train_exec_->bind(id, p->value);
 
@@ -67,7 +74,7 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_
   schedule_.kind = lr_schedule_from_name(opt_.schedule);
   schedule_.base_lr = opt_.opt.lr;
   schedule_.warmup_steps = opt_.warmup_steps;
-  if (!opt_.metrics_path.empty()) {
+  if (!opt_.metrics_path.empty() && opt_.chief) {
     metrics_ = std::make_unique<std::ofstream>(opt_.metrics_path, opt_.resume ? std::ios::app : std::ios::trunc);
     TESSERA_CHECK_AS(IoError, metrics_->good(), "cannot open metrics file '", opt_.metrics_path, "' for writing");
   }
@@ -82,8 +89,10 @@ void Trainer::write_metric(const std::string& json) {
 }
 
 double Trainer::step(const Batch& b) {
-  train_exec_->bind(x_, b.x);
-  train_exec_->bind(y_, b.y);
+  const int R = static_cast<int>(opt_.hosted_nodes.size());
+  const int64_t B = opt_.batch_size;
+  TESSERA_CHECK(b.x.size(0) == B * R, "step: batch of ", b.x.size(0), " examples, expected ", B * R, " (",
+                R, " hosted node(s) x batch ", B, ")");
   bool scaling = opt_.loss_scaling && opt_.precision != Precision::fp32;
   train_exec_->bind(seed_, Tensor::full({}, scaling ? scaler_.scale() : 1.0));
   RunState st;
@@ -91,12 +100,47 @@ double Trainer::step(const Batch& b) {
   st.step = global_step_;
   st.seed = opt_.seed;
   st.precision = &precision_;
-  train_exec_->run(st);
-  double loss = train_exec_->get(loss_).item();
+  GradientSync* sync = opt_.grad_sync;
+  if (sync) {
+    std::vector<int64_t> sizes;
+    for (int id : grad_ids_) sizes.push_back(train_trace_->graph().value(id).shape.numel());
+    sync->begin(sizes);
+  }
+  double loss_sum = 0;
+  for (int r = 0; r < R; ++r) {
+    train_exec_->bind(x_, R == 1 ? b.x : b.x.slice(0, r * B, (r + 1) * B));
+    train_exec_->bind(y_, R == 1 ? b.y : b.y.slice(0, r * B, (r + 1) * B));
+    if (sync) {
+      train_exec_->set_on_ready([this, sync, r](int v) {
+        auto it = grad_index_.find(v);
+        if (it != grad_index_.end()) sync->ready(r, it->second, train_exec_->get(v));
+      });
+    }
+    train_exec_->run(st);
+    loss_sum += train_exec_->get(loss_).item();
+    if (!sync && R > 1) {  // average the hosted nodes' gradients ourselves
+      if (r == 0) grad_accum_.clear();
+      for (size_t i = 0; i < grad_ids_.size(); ++i) {
+        const Tensor& g = train_exec_->get(grad_ids_[i]);
+        if (r == 0) grad_accum_.push_back(g.clone());
+        else kernels::add(grad_accum_[i].data<float>(), g.data<float>(), grad_accum_[i].data<float>(), static_cast<size_t>(g.numel()));
+      }
+    }
+  }
+  train_exec_->set_on_ready(nullptr);
   std::vector<Tensor> grads, params;
   for (size_t i = 0; i < grad_ids_.size(); ++i) {
-    grads.push_back(train_exec_->get(grad_ids_[i]));
+    grads.push_back(!sync && R > 1 ? grad_accum_[i] : train_exec_->get(grad_ids_[i]));
     params.push_back(train_trace_->params().at(param_ids_[i])->value);
+  }
+  double loss;
+  if (sync) {
+    loss = sync->finish(grads, loss_sum);
+  } else {
+    loss = loss_sum / R;
+    if (R > 1) {
+      for (Tensor& g : grads) kernels::scale(1.0f / R, g.data<float>(), g.data<float>(), static_cast<size_t>(g.numel()));
+    }
   }
   bool apply = true;
   if (scaling) apply = scaler_.unscale_and_check(grads);
@@ -107,6 +151,28 @@ double Trainer::step(const Batch& b) {
   }
   ++global_step_;
   return loss;
+}
+
+Batch Trainer::local_batch(const Batch& global) const {
+  if (opt_.world_nodes == 1) return global;
+  const int64_t B = opt_.batch_size;
+  auto gather = [&](const Tensor& t) {
+    std::vector<int64_t> dims = t.shape().dims();
+    dims[0] = B * static_cast<int64_t>(opt_.hosted_nodes.size());
+    Tensor out = Tensor::empty(Shape(dims), t.dtype());
+    size_t per = t.nbytes() / static_cast<size_t>(t.size(0)) * static_cast<size_t>(B);
+    for (size_t i = 0; i < opt_.hosted_nodes.size(); ++i) {
+      std::memcpy(static_cast<char*>(out.raw_data()) + i * per,
+                  static_cast<const char*>(t.raw_data()) + static_cast<size_t>(opt_.hosted_nodes[i]) * per, per);
+    }
+    return out;
+  };
+  Batch b;
+  b.epoch = global.epoch;
+  b.index = global.index;
+  b.x = gather(global.x);
+  b.y = gather(global.y);
+  return b;
 }
 
 Trainer::EvalProgram& Trainer::eval_program(int64_t batch) {
@@ -165,12 +231,12 @@ std::string fmt_time(double s) {
 }  // namespace
 
 std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test, std::ostream& out) {
-  DataLoader loader(train, opt_.batch_size, opt_.seed);
+  DataLoader loader(train, opt_.batch_size * opt_.world_nodes, opt_.seed);
   if (opt_.resume) {
     TESSERA_CHECK(!opt_.checkpoint_dir.empty(), "--resume needs --checkpoint DIR");
     load_checkpoint(opt_.checkpoint_dir);
     loader.seek(loader_epoch_, loader_batch_);
-    out << "resumed from " << opt_.checkpoint_dir << " at step " << global_step_ << " (epoch "
+    if (opt_.chief) out << "resumed from " << opt_.checkpoint_dir << " at step " << global_step_ << " (epoch "
         << loader_epoch_ + 1 << ", batch " << loader_batch_ << ")\n";
   }
   std::vector<EpochReport> reports;
@@ -185,15 +251,15 @@ std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test,
     Batch b;
     bool stop = false;
     while (loader.next(b)) {
-      double loss = step(b);
+      double loss = step(local_batch(b));
       loss_sum += loss;
       ++steps;
-      images += b.x.size(0);
+      images += b.x.size(0);  // the global batch
       loader_epoch_ = loader.epoch();
       loader_batch_ = loader.position();
       auto now = std::chrono::steady_clock::now();
       double el = std::chrono::duration<double>(now - t0).count();
-      if (opt_.progress && (std::chrono::duration<double>(now - last_print).count() > 0.5 || loader_batch_ == per_epoch)) {
+      if (opt_.chief && opt_.progress && (std::chrono::duration<double>(now - last_print).count() > 0.5 || loader_batch_ == per_epoch)) {
         last_print = now;
         int64_t done = loader_batch_;
         int width = 24, filled = static_cast<int>(width * done / std::max<int64_t>(per_epoch, 1));
@@ -216,7 +282,7 @@ std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test,
         break;
       }
     }
-    if (opt_.progress) std::fprintf(stderr, "\n");
+    if (opt_.chief && opt_.progress) std::fprintf(stderr, "\n");
     if (!stop) {  // the epoch is complete: a checkpoint now resumes at the next one
       loader_epoch_ = epoch + 1;
       loader_batch_ = 0;
@@ -224,14 +290,14 @@ std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test,
     rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     rep.train_loss = steps ? loss_sum / steps : 0;
     rep.images_per_s = images / std::max(rep.seconds, 1e-9);
-    rep.test_accuracy = evaluate(test);
+    rep.test_accuracy = opt_.chief ? evaluate(test) : std::nan("");
     char line[256];
     std::snprintf(line, sizeof line,
                   "epoch %lld: train loss %.4f, test accuracy %.2f%%, %.1f s, %.0f images/s%s\n",
                   static_cast<long long>(rep.epoch), rep.train_loss, 100 * rep.test_accuracy, rep.seconds,
                   rep.images_per_s,
                   scaler_.skipped() ? (", " + std::to_string(scaler_.skipped()) + " steps skipped").c_str() : "");
-    out << line << std::flush;
+    if (opt_.chief) out << line << std::flush;
     char js[256];
     std::snprintf(js, sizeof js,
                   "{\"epoch\": %lld, \"step\": %lld, \"train_loss\": %.6g, \"test_accuracy\": %.6g, \"seconds\": %.3f, \"images_per_s\": %.1f}",
@@ -239,7 +305,7 @@ std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test,
                   rep.test_accuracy, rep.seconds, rep.images_per_s);
     write_metric(js);
     reports.push_back(rep);
-    if (!opt_.checkpoint_dir.empty()) save_checkpoint(opt_.checkpoint_dir);
+    if (opt_.chief && !opt_.checkpoint_dir.empty()) save_checkpoint(opt_.checkpoint_dir);
     if (stop) break;
   }
   return reports;

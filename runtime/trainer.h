@@ -42,6 +42,13 @@ struct TrainOptions {
   Cfp8Policy cfp8;
   DType input_dtype = DType::f32;    // i32 for token ids
   std::vector<int64_t> label_shape;  // per-example label dims: {} for one class label, {T} per token
+
+  // Data parallelism (runtime/data_parallel.h). batch_size is per mesh node; the global batch
+  // is batch_size * world_nodes, node n training on rows [n * batch_size, (n + 1) * batch_size).
+  int world_nodes = 1;
+  std::vector<int> hosted_nodes{0};   // the nodes this rank runs, in the sync's order
+  class GradientSync* grad_sync = nullptr;
+  bool chief = true;                  // prints, evaluates, writes metrics and checkpoints
   bool loss_scaling = true;    // dynamic loss scaling for bf16 / cfp8
 };
 
@@ -58,8 +65,10 @@ class Trainer {
   Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_t classes, TrainOptions o);
   ~Trainer();
 
-  // One optimizer step on a batch of exactly batch_size examples. Returns the loss. A step with
-  // Inf/NaN gradients is skipped (loss scaling backs off) and counted in skipped_steps().
+  // One optimizer step on this rank's batch: batch_size examples per hosted node, the hosted
+  // nodes' slices one after another. Returns the loss (the global mean under data
+  // parallelism). A step with Inf/NaN gradients is skipped everywhere (loss scaling backs off)
+  // and counted in skipped_steps().
   double step(const Batch& b);
   double evaluate(const Dataset& d);  // accuracy in [0, 1]
   std::vector<EpochReport> fit(const Dataset& train, const Dataset& test, std::ostream& out);
@@ -82,6 +91,7 @@ class Trainer {
   EvalProgram& eval_program(int64_t batch);
   double lr_at(int64_t step) const;
   void write_metric(const std::string& json);
+  Batch local_batch(const Batch& global) const;
 
   std::shared_ptr<nn::Module> model_;
   Shape example_;
@@ -92,6 +102,8 @@ class Trainer {
   std::unique_ptr<Executor> train_exec_;
   int x_ = -1, y_ = -1, loss_ = -1, seed_ = -1;
   std::vector<int> param_ids_, grad_ids_;
+  std::map<int, int> grad_index_;              // gradient value id -> index in grad_ids_
+  std::vector<Tensor> grad_accum_;             // several hosted nodes without a sync
   std::map<int64_t, std::unique_ptr<EvalProgram>> eval_;
   std::unique_ptr<Optimizer> optimizer_;
   LossScaler scaler_;

@@ -1,0 +1,113 @@
+#include <tessera/runtime/data_parallel.h>
+
+#include <chrono>
+#include <cstring>
+
+namespace tessera {
+
+GradientSync::GradientSync(comms::MeshComm& comm, GradientSyncOptions o) : comm_(comm), opt_(o) {
+  TESSERA_CHECK(o.bucket_bytes >= 4, "gradient bucket of ", o.bucket_bytes, " bytes is too small");
+}
+
+GradientSync::~GradientSync() {
+  for (auto& b : buckets_) {
+    if (b.done.valid()) b.done.wait();
+  }
+}
+
+int GradientSync::world_nodes() const { return comm_.mesh().rows() * comm_.mesh().cols(); }
+int GradientSync::local_nodes() const { return static_cast<int>(comm_.local_nodes().size()); }
+
+void GradientSync::begin(const std::vector<int64_t>& sizes) {
+  if (sizes != sizes_) {  // plan buckets once: gradients in reverse order (the backward's order)
+    sizes_ = sizes;
+    buckets_.clear();
+    bucket_of_.assign(sizes.size(), -1);
+    offset_in_bucket_.assign(sizes.size(), 0);
+    for (int i = static_cast<int>(sizes.size()) - 1; i >= 0; --i) {
+      if (buckets_.empty() || buckets_.back().elems * 4 >= opt_.bucket_bytes) buckets_.emplace_back();
+      Bucket& b = buckets_.back();
+      bucket_of_[i] = static_cast<int>(buckets_.size()) - 1;
+      offset_in_bucket_[i] = static_cast<int64_t>(b.elems);
+      b.grads.push_back(i);
+      b.elems += static_cast<size_t>(sizes[i]);
+    }
+    for (auto& b : buckets_) b.buffers.assign(static_cast<size_t>(local_nodes()), std::vector<float>(b.elems));
+  }
+  for (auto& b : buckets_) {
+    if (b.done.valid()) b.done.wait();
+    b.pending = static_cast<int>(b.grads.size()) * local_nodes();
+  }
+  held_.assign(static_cast<size_t>(local_nodes()), std::vector<Tensor>(sizes.size()));
+  ++step_;
+}
+
+void GradientSync::ready(int replica, int index, const Tensor& grad) {
+  TESSERA_INTERNAL_ASSERT(replica >= 0 && replica < local_nodes() && index >= 0 &&
+                              index < static_cast<int>(sizes_.size()),
+                          "gradient ", index, " of replica ", replica);
+  int bi = bucket_of_[index];
+  Bucket& b = buckets_[bi];
+  std::memcpy(b.buffers[replica].data() + offset_in_bucket_[index], grad.data<float>(),
+              static_cast<size_t>(sizes_[index]) * sizeof(float));
+  bool full;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    full = --b.pending == 0;
+  }
+  if (full) launch(bi);
+}
+
+void GradientSync::launch(int bi) {
+  Bucket& b = buckets_[bi];
+  // Tags: one per bucket, so concurrent buckets never match each other's messages; the step
+  // number keeps a late message of a previous step from matching (calls are ordered anyway).
+  uint64_t tag = (step_ * buckets_.size() + static_cast<uint64_t>(bi)) % comm_.max_user_tag();
+  b.done = std::async(std::launch::async, [this, &b, tag] {
+    comms::AllreduceOptions o;
+    for (auto& buf : b.buffers) {
+      o.inputs.push_back(buf.data());
+      o.outputs.push_back(buf.data());
+    }
+    o.count = b.elems;
+    o.dtype = DType::f32;
+    o.tag = tag;
+    o.algorithm = opt_.algorithm;
+    auto t0 = std::chrono::steady_clock::now();
+    comms::allreduce(comm_.world(), o);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    comm_seconds_ += s;
+  });
+}
+
+double GradientSync::finish(const std::vector<Tensor>& out, double local_loss_sum) {
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    Bucket& b = buckets_[bi];
+    TESSERA_INTERNAL_ASSERT(b.pending == 0, "bucket ", bi, " still misses ", b.pending, " gradients");
+    b.done.get();  // rethrows a CommError of the collective
+  }
+  const float inv = 1.0f / static_cast<float>(world_nodes());
+  for (size_t i = 0; i < sizes_.size(); ++i) {
+    const Bucket& b = buckets_[bucket_of_[i]];
+    const float* src = b.buffers[0].data() + offset_in_bucket_[i];
+    float* dst = out[i].data<float>();
+    for (int64_t k = 0; k < sizes_[i]; ++k) dst[k] = src[k] * inv;
+  }
+  // The loss: one more (tiny) all-reduce, so every rank reports the global mean.
+  std::vector<std::vector<float>> loss(static_cast<size_t>(local_nodes()), std::vector<float>(1, 0.f));
+  loss[0][0] = static_cast<float>(local_loss_sum);
+  comms::AllreduceOptions o;
+  for (auto& l : loss) {
+    o.inputs.push_back(l.data());
+    o.outputs.push_back(l.data());
+  }
+  o.count = 1;
+  o.tag = (step_ * buckets_.size() + buckets_.size()) % comm_.max_user_tag();
+  // Distinct from every bucket tag of this step (they use 0..buckets-1 past the step base).
+  o.tag = (o.tag + comm_.max_user_tag() / 2) % comm_.max_user_tag();
+  comms::allreduce(comm_.world(), o);
+  return loss[0][0] / world_nodes();
+}
+
+}  // namespace tessera

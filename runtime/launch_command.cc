@@ -1,0 +1,103 @@
+#include <tessera/runtime/launch_command.h>
+
+#include <tessera/core/error.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+namespace tessera {
+namespace {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TESSERA_CHECK_AS(NetworkError, fd >= 0, "launch: socket() failed: ", std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  TESSERA_CHECK_AS(NetworkError, ok, "launch: cannot find a free port on 127.0.0.1: ", std::strerror(errno));
+  return ntohs(a.sin_port);
+}
+
+}  // namespace
+
+int launch_command(const std::vector<std::string>& args) {
+  int n = 0;
+  size_t i = 0;
+  for (; i < args.size() && args[i] != "--"; ++i) {
+    if ((args[i] == "-n" || args[i] == "--np") && i + 1 < args.size()) {
+      n = std::atoi(args[++i].c_str());
+    } else {
+      std::cerr << "tessera launch: unknown option '" << args[i] << "'\nusage: tessera launch -n N -- <command> [options]\n";
+      return 2;
+    }
+  }
+  if (n < 1 || n > 256 || i + 1 >= args.size()) {
+    std::cerr << "usage: tessera launch -n N -- <command> [options]   (1 <= N <= 256)\n";
+    return 2;
+  }
+  std::vector<std::string> cmd(args.begin() + static_cast<long>(i) + 1, args.end());
+  std::string coordinator = "127.0.0.1:" + std::to_string(free_port());
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; ++r) {
+    pid_t pid = ::fork();
+    TESSERA_CHECK_AS(Error, pid >= 0, "launch: fork failed: ", std::strerror(errno));
+    if (pid == 0) {
+      ::setenv("TESSERA_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("TESSERA_WORLD_SIZE", std::to_string(n).c_str(), 1);
+      ::setenv("TESSERA_COORDINATOR", coordinator.c_str(), 1);
+      std::vector<char*> argv;
+      std::string self = "tessera";
+      argv.push_back(self.data());
+      for (auto& a : cmd) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      std::perror("tessera launch: exec");
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int failed_rank = -1, failed_status = 0, remaining = n;
+  while (remaining > 0) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) break;
+    --remaining;
+    int rank = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
+    bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && failed_rank < 0) {
+      failed_rank = rank;
+      failed_status = status;
+      // Give the others their deadline to report the failure themselves, then stop them.
+      std::thread([pids] {
+        std::this_thread::sleep_for(std::chrono::seconds(90));
+        for (pid_t p : pids) ::kill(p, SIGTERM);
+      }).detach();
+    }
+  }
+  if (failed_rank >= 0) {
+    std::cerr << "tessera launch: rank " << failed_rank << " failed ("
+              << (WIFEXITED(failed_status) ? "exit status " + std::to_string(WEXITSTATUS(failed_status))
+                                           : "signal " + std::to_string(WTERMSIG(failed_status)))
+              << ")\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tessera
