@@ -57,6 +57,22 @@ int env_int(const char* name, bool required, int fallback) {
   return static_cast<int>(x);
 }
 
+// Bulk transfers: large HTTP/2 frames, deep write buffers and read-ahead, big TCP reads.
+template <typename Args>
+void set_http2_args(Args&& set) {
+  set(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 4 << 20);
+  set(GRPC_ARG_HTTP2_WRITE_BUFFER_SIZE, 8 << 20);
+  set(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
+  set(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  set(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 4 << 20);
+}
+void tune_http2(gr::ServerBuilder& b) {
+  set_http2_args([&](const char* k, int v) { b.AddChannelArgument(k, v); });
+}
+void tune_http2(gr::ChannelArguments& a) {
+  set_http2_args([&](const char* k, int v) { a.SetInt(k, v); });
+}
+
 }  // namespace
 
 GrpcOptions GrpcOptions::from_env() {
@@ -530,6 +546,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   b.AddListeningPort(listen, gr::InsecureServerCredentials(), &port);
   b.SetMaxReceiveMessageSize(max_in);
   b.SetMaxSendMessageSize(kFraming);
+  tune_http2(b);
   b.RegisterService(static_cast<proto::Interconnect::Service*>(&m));
   if (o.rank == 0) b.RegisterService(static_cast<proto::Coordinator::Service*>(&m));
   m.server = b.BuildAndStart();
@@ -569,6 +586,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   gr::ChannelArguments args;
   args.SetMaxSendMessageSize(max_in);
   args.SetMaxReceiveMessageSize(kFraming * 16);
+  tune_http2(args);
   for (int p = 0; p < o.world_size; ++p) {
     if (p == o.rank) continue;
     auto ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
