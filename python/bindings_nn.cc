@@ -33,7 +33,19 @@ class PyModule : public Module {
  public:
   using Module::add_parameter;
   using Module::param;
-  void add_child(const std::string& name, std::shared_ptr<Module> m) { add_module(name, std::move(m)); }
+  void add_child(const std::string& name, std::shared_ptr<Module> m) {
+    for (const auto& [n, c] : registered_) {
+      TESSERA_CHECK(n != name, "a child module named '", name, "' is already registered (modules cannot be replaced)");
+    }
+    registered_.emplace_back(name, m.get());
+    add_module(name, std::move(m));
+  }
+  bool has_child(const Module* m) const {
+    for (const auto& [n, c] : registered_) {
+      if (c == m) return true;
+    }
+    return false;
+  }
 
   Var forward(Var x) override {
     // The Trainer may trace (its lazily built eval program) with the GIL released.
@@ -50,13 +62,40 @@ class PyModule : public Module {
     }
     return out.cast<Var>();
   }
+
+ private:
+  std::vector<std::pair<std::string, const Module*>> registered_;  // children, for __setattr__
 };
 
-PyModule& python_module(Module& m, const char* what) {
+// The module behind `self`. A Python subclass has no C++ object until Module.__init__ ran, and
+// pybind11 would hand out a garbage pointer for it: TypeError instead.
+Module& checked(py::handle self) {
+  TESSERA_CHECK_AS(TypeError, py::isinstance<Module>(self), "expected a tessera.nn.Module, got ",
+                   py::type::handle_of(self).attr("__name__").cast<std::string>());
+  auto* inst = reinterpret_cast<py::detail::instance*>(self.ptr());
+  TESSERA_CHECK_AS(TypeError, inst->get_value_and_holder().instance_registered(), "tessera.nn.Module subclass '",
+                   py::type::handle_of(self).attr("__name__").cast<std::string>(),
+                   "' used before Module.__init__(): call super().__init__() first");
+  return *self.cast<Module*>();
+}
+
+PyModule& python_module(py::handle self, const char* what) {
+  Module& m = checked(self);
   auto* p = dynamic_cast<PyModule*>(&m);
   TESSERA_CHECK_AS(TypeError, p != nullptr, what, " is for Python subclasses of tessera.nn.Module; '",
                    python_type_name(&m), "' is a built-in module");
   return *p;
+}
+
+// `self.fc = nn.Linear(...)` registers the child as add_module("fc", ...) does (as in PyTorch),
+// so an attribute module is never traced without being named, trained and checkpointed.
+void module_setattr(py::handle self, const py::str& name, py::handle value) {
+  std::string n = name;
+  if (py::isinstance<Module>(value) && !n.empty() && n[0] != '_') {
+    auto* pm = dynamic_cast<PyModule*>(&checked(self));
+    if (pm != nullptr && !pm->has_child(&checked(value))) pm->add_child(n, share_module(value));
+  }
+  py::module_::import("builtins").attr("object").attr("__setattr__")(self, name, value);
 }
 
 // `with Trace("bf16") as t:` -- the C++ trace starts recording on __enter__ (not on
@@ -230,7 +269,9 @@ Recording starts on entering the `with` block and stops on leaving it. Traces ne
 void bind_modules(py::module_& m) {
   py::class_<Module, PyModule, std::shared_ptr<Module>>(m, "Module", R"(Base of every layer and model.
 
-Subclass it and write forward() on Vars; calling a module inside a Trace records its ops:
+Subclass it and write forward() on Vars; calling a module inside a Trace records its ops.
+Assigning a module to a public attribute registers it (self.fc1 = nn.Linear(...)), as does
+add_module, which also returns it:
 
     class Net(tessera.nn.Module):
         def __init__(self):
@@ -242,30 +283,35 @@ Subclass it and write forward() on Vars; calling a module inside a Trace records
 
 Parameters are named by path ("fc1.weight"): graph names and checkpoint keys.)")
       .def(py::init<>())
-      .def("__call__", [](Module& m, Var x) { return m(x); }, py::arg("x"), py::keep_alive<0, 2>(),
+      .def("__call__", [](py::handle self, Var x) { return checked(self)(x); }, py::arg("x"), py::keep_alive<0, 2>(),
            "Traces forward(x) under this module's scope (needs an active Trace)")
-      .def("forward", &Module::forward, py::arg("x"), py::keep_alive<0, 2>())
-      .def("add_module", [](Module& self, const std::string& name, py::object child) {
+      .def("forward", [](py::handle self, Var x) { return checked(self).forward(x); }, py::arg("x"),
+           py::keep_alive<0, 2>())
+      .def("__setattr__", &module_setattr)
+      .def("add_module", [](py::handle self, const std::string& name, py::object child) {
         python_module(self, "add_module").add_child(name, share_module(child));
         return child;
       }, py::arg("name"), py::arg("module"), "Registers a child module; returns it")
-      .def("add_parameter", [](Module& self, const std::string& name, const py::array& init) {
+      .def("add_parameter", [](py::handle self, const std::string& name, const py::array& init) {
         python_module(self, "add_parameter").add_parameter(name, from_numpy_as(init, DType::f32));
       }, py::arg("name"), py::arg("init"), "Registers a trainable f32 parameter with initial values (copied)")
-      .def("param", [](Module& self, const std::string& name) { return python_module(self, "param").param(name); },
+      .def("param", [](py::handle self, const std::string& name) { return python_module(self, "param").param(name); },
            py::arg("name"), "The traced Var of a registered parameter (inside forward)")
-      .def("named_parameters", &named_parameters, "{path: numpy copy}, in registration order")
-      .def("load_parameters", &load_parameters, py::arg("values"), py::arg("strict") = true,
+      .def("named_parameters", [](py::handle self) { return named_parameters(checked(self)); },
+           "{path: numpy copy}, in registration order")
+      .def("load_parameters", [](py::handle self, const py::dict& values, bool strict) {
+        load_parameters(checked(self), values, strict);
+      }, py::arg("values"), py::arg("strict") = true,
            "Sets parameters in place from {path: array}; strict: the names must match exactly")
       .def("train", [](py::object self, bool mode) {
-        self.cast<Module&>().set_training(mode);
+        checked(self).set_training(mode);
         return self;
       }, py::arg("mode") = true, "Training mode (dropout on) for this module and its children; returns self")
       .def("eval", [](py::object self) {
-        self.cast<Module&>().set_training(false);
+        checked(self).set_training(false);
         return self;
       }, "Evaluation mode; returns self")
-      .def_property_readonly("training", &Module::training);
+      .def_property_readonly("training", [](py::handle self) { return checked(self).training(); });
 
   // Built-in layers are final: their forward() is C++ and a Python override would not be seen.
   py::class_<nn::Linear, Module, std::shared_ptr<nn::Linear>>(m, "Linear", py::is_final(),
@@ -344,9 +390,7 @@ void bind_models(py::module_& m) {
 }  // namespace
 
 std::shared_ptr<nn::Module> share_module(py::handle obj) {
-  TESSERA_CHECK_AS(TypeError, py::isinstance<Module>(obj), "expected a tessera.nn.Module, got ",
-                   py::type::handle_of(obj).attr("__name__").cast<std::string>());
-  auto* raw = obj.cast<Module*>();
+  Module* raw = &checked(obj);
   auto keep = std::make_unique<py::object>(py::reinterpret_borrow<py::object>(obj));
   std::shared_ptr<Module> out(raw, [k = keep.get()](Module*) {
     if (!Py_IsInitialized()) return;  // interpreter gone: nothing left to release
@@ -358,7 +402,7 @@ std::shared_ptr<nn::Module> share_module(py::handle obj) {
 }
 
 std::string default_model_name(py::handle model) {
-  std::string name = builtin_model_name(*model.cast<Module*>());
+  std::string name = builtin_model_name(checked(model));
   return name.empty() ? py::type::handle_of(model).attr("__name__").cast<std::string>() : name;
 }
 

@@ -62,11 +62,22 @@ class PyStdoutBuf : public std::streambuf {
 
 // ---- datasets ----
 
+bool is_integer(const py::array& a) {
+  char kind = a.dtype().kind();
+  return kind == 'i' || kind == 'u' || kind == 'b';
+}
+
+// Labels and token ids are converted to int32, but never from floats (that would truncate).
+Tensor integers(const py::array& a, const char* what) {
+  TESSERA_CHECK_AS(TypeError, is_integer(a), what, " must be an integer array, got numpy dtype '",
+                   py::str(a.dtype()).cast<std::string>(), "'");
+  return from_numpy_as(a, DType::i32);
+}
+
 Dataset make_dataset(const py::array& x, const py::array& y, int64_t num_classes) {
   Dataset d;
-  char kind = x.dtype().kind();
-  d.x = from_numpy_as(x, kind == 'f' ? DType::f32 : DType::i32);
-  d.y = from_numpy_as(y, DType::i32);
+  d.x = is_integer(x) ? from_numpy_as(x, DType::i32) : from_numpy_as(x, DType::f32);
+  d.y = integers(y, "Dataset: labels y");
   TESSERA_CHECK(d.x.ndim() >= 1 && d.y.ndim() >= 1 && d.x.size(0) == d.y.size(0), "Dataset: x ", d.x.shape().str(),
                 " and y ", d.y.shape().str(), " must have the same first (example) dimension");
   const int32_t* l = d.y.data<int32_t>();
@@ -168,7 +179,8 @@ TrainOptions parse_options(const py::kwargs& kw, py::handle model) {
       field->set(o, value);
     } catch (const py::cast_error&) {
       TESSERA_THROW(TypeError, "Trainer: option '", name, "' expects ", field->type, ", got ",
-                    py::type::handle_of(value).attr("__name__").cast<std::string>());
+                    py::repr(value).cast<std::string>(), " (",
+                    py::type::handle_of(value).attr("__name__").cast<std::string>(), ")");
     }
   }
   return o;
@@ -254,8 +266,9 @@ void bind_trainer(py::module_& m) {
            "log: print the epoch lines to sys.stdout (the progress bar, option `progress`, goes to stderr).")
       .def("step", [](Trainer& t, const py::array& x, const py::array& y) {
         Batch b;
-        b.x = from_numpy_as(x, t.options().input_dtype);
-        b.y = from_numpy_as(y, DType::i32);
+        b.x = t.options().input_dtype == DType::i32 ? integers(x, "step: token ids x")
+                                                     : from_numpy_as(x, t.options().input_dtype);
+        b.y = integers(y, "step: labels y");
         py::gil_scoped_release nogil;
         return t.step(b);
       }, py::arg("x"), py::arg("y"), "One optimizer step on exactly batch_size examples; returns the loss")

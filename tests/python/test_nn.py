@@ -121,6 +121,26 @@ def test_named_parameters_are_copies_and_load_parameters_sets_them():
     assert np.array_equal(net.named_parameters()["fc1.bias"], np.ones(32, np.float32))
 
 
+def test_attribute_modules_register_themselves():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(16, 8, seed=1)  # as if add_module("fc1", ...)
+            self.fc2 = self.add_module("fc2", nn.Linear(8, 4, seed=2))  # registered once
+            self.same = self.fc2  # already registered: not again
+            self._scratch = nn.Linear(4, 4, seed=3)  # private: not registered
+            self.width = 8
+
+        def forward(self, x):
+            return self.fc2(nn.relu(self.fc1(x)))
+
+    net = Net()
+    assert list(net.named_parameters()) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert net.width == 8 and isinstance(net.fc1, nn.Linear)
+    with pytest.raises(ValueError, match="'fc1' is already registered"):
+        net.fc1 = nn.Linear(16, 8, seed=4)
+
+
 def test_python_children_survive_without_python_references():
     deep = Deep()  # its Blocks are referenced only by the C++ Sequential
     gc.collect()
@@ -198,6 +218,20 @@ def test_forward_contract_errors():
             ReturnsNumber()(x)
     with pytest.raises(TypeError, match="__init__"):
         NoSuperInit()
+
+    class LateSuperInit(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(2, 2, seed=1)
+            super().__init__()
+
+    class LateAddModule(nn.Module):
+        def __init__(self):
+            self.add_module("fc", nn.Linear(2, 2, seed=1))
+            super().__init__()
+
+    for cls in (LateSuperInit, LateAddModule):
+        with pytest.raises(TypeError, match="used before Module.__init__\\(\\): call super"):
+            cls()
     with pytest.raises(TypeError, match="built-in module"):
         nn.Linear(2, 2, seed=1).add_module("x", nn.ReLU())
     with pytest.raises(TypeError, match="expected a tessera.nn.Module"):

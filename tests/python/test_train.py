@@ -175,7 +175,7 @@ def test_model_errors_surface_at_construction():
 def test_bad_options_and_inputs():
     with pytest.raises(TypeError, match="unknown option 'learning_rate'.*lr"):
         tessera.Trainer(Mlp(), [16], 4, learning_rate=0.1)
-    with pytest.raises(TypeError, match="option 'epochs' expects int, got str"):
+    with pytest.raises(TypeError, match=r"option 'epochs' expects int, got '3' \(str\)"):
         tessera.Trainer(Mlp(), [16], 4, epochs="3")
     with pytest.raises(ValueError, match="'fp16'"):
         tessera.Trainer(Mlp(), [16], 4, precision="fp16")
@@ -186,10 +186,12 @@ def test_bad_options_and_inputs():
     trainer = tessera.Trainer(Mlp(), [16], 4, **quiet())
     assert trainer.options["lr"] == 0.05 and trainer.options["precision"] == "fp32"
     x = np.zeros((32, 16), np.float32)
-    with pytest.raises(ValueError, match=r"\[31, 16\]"):
+    with pytest.raises(ValueError, match="31"):
         trainer.step(x[:31], np.zeros(31, np.int32))
     with pytest.raises(ValueError, match="label 9"):
         trainer.step(x, np.full(32, 9))
+    with pytest.raises(TypeError, match="labels y must be an integer array, got numpy dtype 'float32'"):
+        trainer.step(x, np.zeros(32, np.float32))
 
 
 def test_dataset_from_numpy():
@@ -202,6 +204,8 @@ def test_dataset_from_numpy():
     assert "Dataset(x [6, 2] f32" in repr(d)
     ids = tessera.Dataset(np.zeros((4, 3), np.int64), np.zeros((4, 3), np.int64), 10)
     assert ids.x.dtype == np.int32 and ids.num_classes == 10
+    with pytest.raises(TypeError, match="integer array"):
+        tessera.Dataset(x, np.zeros(6))
     with pytest.raises(ValueError, match="same first"):
         tessera.Dataset(x, np.zeros(5, np.int32))
     with pytest.raises(ValueError, match=">= 0"):
