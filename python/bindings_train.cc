@@ -146,6 +146,16 @@ const std::vector<OptionField>& option_fields() {
        [](TrainOptions& o, py::handle h) { o.input_dtype = to_dtype(h); }},
       TESSERA_OPTION(std::vector<int64_t>, "list of int", "label_shape", o.label_shape),
       TESSERA_OPTION(bool, "bool", "loss_scaling", o.loss_scaling),
+      // Data parallelism emulated in this process: every node hosted here, gradients averaged
+      // (no GradientSync); batch_size is per node, step() takes batch_size * world_nodes rows.
+      {"world_nodes", "int", [](const TrainOptions& o) { return py::cast(o.world_nodes); },
+       [](TrainOptions& o, py::handle h) {
+         int n = h.cast<int>();
+         TESSERA_CHECK(n >= 1, "Trainer: world_nodes ", n, " must be >= 1");
+         o.world_nodes = n;
+         o.hosted_nodes.resize(static_cast<size_t>(n));
+         for (int i = 0; i < n; ++i) o.hosted_nodes[static_cast<size_t>(i)] = i;
+       }},
       {"cfp8_rounding", "str",
        [](const TrainOptions& o) {
          return py::cast(std::string(o.cfp8.rounding == Rounding::stochastic ? "stochastic" : "nearest"));

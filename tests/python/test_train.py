@@ -156,6 +156,20 @@ def test_python_forward_traced_lazily_without_the_gil():
     assert 0 <= trainer.evaluate(test) <= 1  # still usable after the error
 
 
+def test_emulated_data_parallel_nodes_average_their_gradients():
+    train, _ = split(256, 0)
+    one = tessera.Trainer(Mlp(), [16], 4, **quiet())
+    two = tessera.Trainer(Mlp(), [16], 4, **quiet(batch_size=16, world_nodes=2))
+    assert two.options["world_nodes"] == 2
+    steps(one, train, 0, 4)
+    steps(two, train, 0, 4)  # the same 32 rows per step, split over two nodes
+    a, b = one.named_parameters(), two.named_parameters()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="world_nodes 0"):
+        tessera.Trainer(Mlp(), [16], 4, world_nodes=0)
+
+
 def test_model_errors_surface_at_construction():
     class Broken(nn.Module):
         def __init__(self):
