@@ -78,8 +78,9 @@ Dataset make_dataset(const py::array& x, const py::array& y, int64_t num_classes
   Dataset d;
   d.x = is_integer(x) ? from_numpy_as(x, DType::i32) : from_numpy_as(x, DType::f32);
   d.y = integers(y, "Dataset: labels y");
-  TESSERA_CHECK(d.x.ndim() >= 1 && d.y.ndim() >= 1 && d.x.size(0) == d.y.size(0), "Dataset: x ", d.x.shape().str(),
-                " and y ", d.y.shape().str(), " must have the same first (example) dimension");
+  TESSERA_CHECK(d.x.ndim() >= 1 && d.y.ndim() >= 1 && d.x.size(0) == d.y.size(0), "Dataset: x ",
+                d.x.shape().str(), " and y ", d.y.shape().str(),
+                " must have the same first (example) dimension");
   const int32_t* l = d.y.data<int32_t>();
   int32_t lo = 0, hi = -1;
   for (int64_t i = 0; i < d.y.numel(); ++i) {
@@ -88,7 +89,8 @@ Dataset make_dataset(const py::array& x, const py::array& y, int64_t num_classes
   }
   TESSERA_CHECK(lo >= 0, "Dataset: labels must be >= 0, got ", lo);
   if (num_classes <= 0) num_classes = hi + 1;
-  TESSERA_CHECK(hi < num_classes, "Dataset: label ", hi, " is out of range for ", num_classes, " classes");
+  TESSERA_CHECK(hi < num_classes, "Dataset: label ", hi, " is out of range for ", num_classes,
+                " classes");
   d.num_classes = num_classes;
   return d;
 }
@@ -108,20 +110,25 @@ struct OptionField {
   std::function<void(TrainOptions&, py::handle)> set;
 };
 
+// ref(o) is the field in o (const or not), read by get and assigned by set.
 template <typename T, typename Ref>
 OptionField plain(const char* name, const char* type, Ref ref) {
-  return {name, type, [ref](const TrainOptions& o) { return py::cast(ref(const_cast<TrainOptions&>(o))); },
+  return {name, type, [ref](const TrainOptions& o) { return py::cast(ref(o)); },
           [ref](TrainOptions& o, py::handle h) { ref(o) = h.cast<T>(); }};
 }
 
 #define TESSERA_OPTION(T, type, name, expr) \
-  plain<T>(name, type, [](TrainOptions& o) -> T& { return expr; })
+  plain<T>(                                 \
+      name, type, [](auto& o) -> auto& { return expr; })
 
 const std::vector<OptionField>& option_fields() {
   static const std::vector<OptionField> fields = {
       TESSERA_OPTION(std::string, "str", "name", o.model),
-      {"precision", "str", [](const TrainOptions& o) { return py::cast(std::string(precision_name(o.precision))); },
-       [](TrainOptions& o, py::handle h) { o.precision = precision_from_name(h.cast<std::string>()); }},
+      {"precision", "str",
+       [](const TrainOptions& o) { return py::cast(std::string(precision_name(o.precision))); },
+       [](TrainOptions& o, py::handle h) {
+         o.precision = precision_from_name(h.cast<std::string>());
+       }},
       TESSERA_OPTION(int64_t, "int", "epochs", o.epochs),
       TESSERA_OPTION(int64_t, "int", "batch_size", o.batch_size),
       TESSERA_OPTION(std::string, "str", "optimizer", o.optimizer),
@@ -142,7 +149,8 @@ const std::vector<OptionField>& option_fields() {
       TESSERA_OPTION(int64_t, "int", "eval_batch", o.eval_batch),
       TESSERA_OPTION(int64_t, "int", "max_steps", o.max_steps),
       TESSERA_OPTION(bool, "bool", "progress", o.progress),
-      {"input_dtype", "str", [](const TrainOptions& o) { return py::cast(std::string(dtype_name(o.input_dtype))); },
+      {"input_dtype", "str",
+       [](const TrainOptions& o) { return py::cast(std::string(dtype_name(o.input_dtype))); },
        [](TrainOptions& o, py::handle h) { o.input_dtype = to_dtype(h); }},
       TESSERA_OPTION(std::vector<int64_t>, "list of int", "label_shape", o.label_shape),
       TESSERA_OPTION(bool, "bool", "loss_scaling", o.loss_scaling),
@@ -158,7 +166,8 @@ const std::vector<OptionField>& option_fields() {
        }},
       {"cfp8_rounding", "str",
        [](const TrainOptions& o) {
-         return py::cast(std::string(o.cfp8.rounding == Rounding::stochastic ? "stochastic" : "nearest"));
+         return py::cast(
+             std::string(o.cfp8.rounding == Rounding::stochastic ? "stochastic" : "nearest"));
        },
        [](TrainOptions& o, py::handle h) { o.cfp8.rounding = to_rounding(h.cast<std::string>()); }},
       TESSERA_OPTION(int, "int", "cfp8_history", o.cfp8.history),
@@ -184,7 +193,8 @@ TrainOptions parse_options(const py::kwargs& kw, py::handle model) {
     for (const auto& f : option_fields()) {
       if (name == f.name) field = &f;
     }
-    TESSERA_CHECK_AS(TypeError, field != nullptr, "Trainer: unknown option '", name, "' (known: ", option_names(), ")");
+    TESSERA_CHECK_AS(TypeError, field != nullptr, "Trainer: unknown option '", name,
+                     "' (known: ", option_names(), ")");
     try {
       field->set(o, value);
     } catch (const py::cast_error&) {
@@ -212,7 +222,8 @@ py::dict report_dict(const EpochReport& r) {
   return d;
 }
 
-const char* kTrainerDoc = R"(Trains a model on one node: trace, backward, precision policy, optimizer, checkpoints.
+const char* kTrainerDoc =
+    R"(Trains a model on one node: trace, backward, precision policy, optimizer, checkpoints.
 
     trainer = tessera.Trainer(net, [784], 10, precision="bf16", epochs=3, lr=0.05)
     reports = trainer.fit(train, test)      # [{'epoch': 1, 'train_loss': ..., 'test_accuracy': ...}]
@@ -224,7 +235,9 @@ TrainOptions (runtime/trainer.h); `options` shows them all with their values. Th
 when the Trainer is built; later changes to the module tree are not seen.)";
 
 void bind_dataset(py::module_& m) {
-  py::class_<Dataset>(m, "Dataset", R"(Examples x [N, ...] (float32, or int32 token ids) and labels y [N] or [N, ...] int32.
+  py::class_<Dataset>(
+      m, "Dataset",
+      R"(Examples x [N, ...] (float32, or int32 token ids) and labels y [N] or [N, ...] int32.
 
 x and y read back as read-only numpy views; num_classes defaults to max(y) + 1.)")
       .def(py::init(&make_dataset), py::arg("x"), py::arg("y"), py::arg("num_classes") = 0)
@@ -233,80 +246,112 @@ x and y read back as read-only numpy views; num_classes defaults to max(y) + 1.)
       .def_readonly("num_classes", &Dataset::num_classes)
       .def("__len__", &Dataset::size)
       .def("__repr__", [](const Dataset& d) {
-        return "Dataset(x " + d.x.shape().str() + " " + dtype_name(d.x.dtype()) + ", y " + d.y.shape().str() + ", " +
-               std::to_string(d.num_classes) + " classes)";
+        return "Dataset(x " + d.x.shape().str() + " " + dtype_name(d.x.dtype()) + ", y " +
+               d.y.shape().str() + ", " + std::to_string(d.num_classes) + " classes)";
       });
 
   m.attr("FASHION_MNIST_DIR") = kFashionMnistDir;
-  m.def("load_fashion_mnist", [](const std::string& dir, const std::string& split) {
-    Split s = split_from_name(split);
-    py::gil_scoped_release nogil;
-    return load_fashion_mnist(dir, s);
-  }, py::arg("dir") = kFashionMnistDir, py::arg("split") = "train",
-        "Images [N, 28, 28, 1] standardized, labels [N]; OSError naming a missing or corrupted file");
-  m.def("make_synthetic_classification", &make_synthetic_classification, py::arg("n"), py::arg("features"),
-        py::arg("classes"), py::arg("seed") = 0, py::arg("spread") = 0.5,
+  m.def(
+      "load_fashion_mnist",
+      [](const std::string& dir, const std::string& split) {
+        Split s = split_from_name(split);
+        py::gil_scoped_release nogil;
+        return load_fashion_mnist(dir, s);
+      },
+      py::arg("dir") = kFashionMnistDir, py::arg("split") = "train",
+      "Images [N, 28, 28, 1] standardized, labels [N]; OSError naming a missing or corrupted file");
+  m.def("make_synthetic_classification", &make_synthetic_classification, py::arg("n"),
+        py::arg("features"), py::arg("classes"), py::arg("seed") = 0, py::arg("spread") = 0.5,
         "Gaussian blobs: x [n, features] float32, y [n]");
-  m.def("make_synthetic_sequences", &make_synthetic_sequences, py::arg("n"), py::arg("seq"), py::arg("vocab"),
-        py::arg("seed") = 0, "Repeating motifs: x [n, seq] int32 ids, y [n, seq] next-token targets");
+  m.def("make_synthetic_sequences", &make_synthetic_sequences, py::arg("n"), py::arg("seq"),
+        py::arg("vocab"), py::arg("seed") = 0,
+        "Repeating motifs: x [n, seq] int32 ids, y [n, seq] next-token targets");
 }
 
 void bind_trainer(py::module_& m) {
   py::class_<Trainer>(m, "Trainer", kTrainerDoc)
-      .def(py::init([](py::object model, std::vector<int64_t> example_shape, int64_t classes, py::kwargs kw) {
-        std::shared_ptr<nn::Module> shared = share_module(model);  // TypeError for a non-module first
-        TrainOptions o = parse_options(kw, model);
-        // Traces the model: a Python forward() runs here, with the GIL held.
-        return std::make_unique<Trainer>(std::move(shared), Shape(example_shape), classes, std::move(o));
-      }), py::arg("model"), py::arg("example_shape"), py::arg("classes"))
-      .def("fit", [](Trainer& t, const Dataset& train, const Dataset& test, bool log) {
-        PyStdoutBuf buf(log);
-        std::ostream out(&buf);
-        std::vector<EpochReport> reports;
-        {
-          py::gil_scoped_release nogil;
-          reports = t.fit(train, test, out);
-        }
-        out.flush();
-        py::list l;
-        for (const auto& r : reports) l.append(report_dict(r));
-        return l;
-      }, py::arg("train"), py::arg("test"), py::arg("log") = true,
-           "Trains for `epochs` (or max_steps), evaluating after each epoch; returns one dict per epoch.\n"
-           "log: print the epoch lines to sys.stdout (the progress bar, option `progress`, goes to stderr).")
-      .def("step", [](Trainer& t, const py::array& x, const py::array& y) {
-        Batch b;
-        b.x = t.options().input_dtype == DType::i32 ? integers(x, "step: token ids x")
-                                                     : from_numpy_as(x, t.options().input_dtype);
-        b.y = integers(y, "step: labels y");
-        py::gil_scoped_release nogil;
-        return t.step(b);
-      }, py::arg("x"), py::arg("y"), "One optimizer step on exactly batch_size examples; returns the loss")
-      .def("evaluate", [](Trainer& t, const Dataset& d) {
-        py::gil_scoped_release nogil;
-        return t.evaluate(d);
-      }, py::arg("dataset"), "Accuracy in [0, 1] over every label")
-      .def("save_checkpoint", [](const Trainer& t, const std::string& dir) {
-        py::gil_scoped_release nogil;
-        t.save_checkpoint(dir);
-      }, py::arg("dir"))
-      .def("load_checkpoint", [](Trainer& t, const std::string& dir) {
-        py::gil_scoped_release nogil;
-        t.load_checkpoint(dir);
-      }, py::arg("dir"), "Parameters, optimizer state, loss scale, cfp8 histories, step and data position")
+      .def(py::init([](py::object model, std::vector<int64_t> example_shape, int64_t classes,
+                       py::kwargs kw) {
+             std::shared_ptr<nn::Module> shared =
+                 share_module(model);  // TypeError for a non-module first
+             TrainOptions o = parse_options(kw, model);
+             // Traces the model: a Python forward() runs here, with the GIL held.
+             return std::make_unique<Trainer>(std::move(shared), Shape(example_shape), classes,
+                                              std::move(o));
+           }),
+           py::arg("model"), py::arg("example_shape"), py::arg("classes"))
+      .def(
+          "fit",
+          [](Trainer& t, const Dataset& train, const Dataset& test, bool log) {
+            PyStdoutBuf buf(log);
+            std::ostream out(&buf);
+            std::vector<EpochReport> reports;
+            {
+              py::gil_scoped_release nogil;
+              reports = t.fit(train, test, out);
+            }
+            out.flush();
+            py::list l;
+            for (const auto& r : reports) l.append(report_dict(r));
+            return l;
+          },
+          py::arg("train"), py::arg("test"), py::arg("log") = true,
+          "Trains for `epochs` (or max_steps), evaluating after each epoch; returns one dict per "
+          "epoch.\n"
+          "log: print the epoch lines to sys.stdout (the progress bar, option `progress`, goes to "
+          "stderr).")
+      .def(
+          "step",
+          [](Trainer& t, const py::array& x, const py::array& y) {
+            Batch b;
+            b.x = t.options().input_dtype == DType::i32 ? integers(x, "step: token ids x")
+                                                        : from_numpy_as(x, t.options().input_dtype);
+            b.y = integers(y, "step: labels y");
+            py::gil_scoped_release nogil;
+            return t.step(b);
+          },
+          py::arg("x"), py::arg("y"),
+          "One optimizer step on exactly batch_size examples; returns the loss")
+      .def(
+          "evaluate",
+          [](Trainer& t, const Dataset& d) {
+            py::gil_scoped_release nogil;
+            return t.evaluate(d);
+          },
+          py::arg("dataset"), "Accuracy in [0, 1] over every label")
+      .def(
+          "save_checkpoint",
+          [](const Trainer& t, const std::string& dir) {
+            py::gil_scoped_release nogil;
+            t.save_checkpoint(dir);
+          },
+          py::arg("dir"))
+      .def(
+          "load_checkpoint",
+          [](Trainer& t, const std::string& dir) {
+            py::gil_scoped_release nogil;
+            t.load_checkpoint(dir);
+          },
+          py::arg("dir"),
+          "Parameters, optimizer state, loss scale, cfp8 histories, step and data position")
       .def_property_readonly("global_step", &Trainer::global_step)
-      .def_property_readonly("skipped_steps", &Trainer::skipped_steps, "Steps skipped for Inf/NaN gradients")
+      .def_property_readonly("skipped_steps", &Trainer::skipped_steps,
+                             "Steps skipped for Inf/NaN gradients")
       .def_property_readonly("loss_scale", [](const Trainer& t) { return t.loss_scaler().scale(); })
       .def_property_readonly("options", [](const Trainer& t) { return options_dict(t.options()); })
-      .def("named_parameters", [](const Trainer& t) {
-        py::dict d;
-        for (const auto& [name, p] : t.parameters()) d[py::str(name)] = to_numpy(p->value);
-        return d;
-      }, "{path: numpy copy} of the trained parameters")
+      .def(
+          "named_parameters",
+          [](const Trainer& t) {
+            py::dict d;
+            for (const auto& [name, p] : t.parameters()) d[py::str(name)] = to_numpy(p->value);
+            return d;
+          },
+          "{path: numpy copy} of the trained parameters")
       .def("train_graph", &Trainer::train_graph, py::return_value_policy::reference_internal,
            "Forward + backward graph of one training step")
-      .def("stats_table", [](const Trainer& t) { return t.train_executor().stats_table(); },
-           "Time, calls and FLOP rate per op kind over the training steps run so far");
+      .def(
+          "stats_table", [](const Trainer& t) { return t.train_executor().stats_table(); },
+          "Time, calls and FLOP rate per op kind over the training steps run so far");
 }
 
 }  // namespace
