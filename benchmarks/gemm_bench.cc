@@ -6,6 +6,7 @@
 //   build/benchmarks/gemm_bench --threads 2 --square 1024 --no-train
 //   build/benchmarks/gemm_bench --quick            # squares up to 1024, fewer repetitions
 //   build/benchmarks/gemm_bench --best             # fastest run per cell (a shared machine)
+//   build/benchmarks/gemm_bench --only "square 1024,fwd 64x"   # problems by name
 //
 // Columns: GFLOP/s from the median of the timed repetitions (2 M N K flops per GEMM);
 // "%pk" is tessera's share of the measured peak of the instruction it ran on (vdpbf16ps, or
@@ -50,6 +51,7 @@ struct Options {
   bool train = true;
   double min_seconds = 0.3;
   bool best = false;  // report the fastest run instead of the median
+  std::vector<std::string> only;  // problem-name substrings to keep (empty: all)
 };
 
 std::vector<int64_t> parse_list(const char* s) {
@@ -87,10 +89,14 @@ Options parse(int argc, char** argv) {
       o.min_seconds = std::atof(next());
     } else if (a == "--best") {
       o.best = true;
+    } else if (a == "--only") {
+      std::stringstream ss(next());
+      std::string item;
+      while (std::getline(ss, item, ',')) o.only.push_back(item);
     } else {
       std::fprintf(stderr,
                    "usage: gemm_bench [--threads 1,2] [--square 256,1024 | --no-square] "
-                   "[--no-train] [--quick] [--seconds S] [--best]\n");
+                   "[--no-train] [--quick] [--seconds S] [--best] [--only fwd,256x784]\n");
       std::exit(2);
     }
   }
@@ -141,6 +147,18 @@ std::vector<Problem> problems(const Options& o) {
         v.push_back({"wgrad " + tag, {K, N, m, true, false}, DType::cfp8_e4m3, DType::cfp8_e5m2});
       }
     }
+  }
+  if (!o.only.empty()) {
+    std::vector<Problem> kept;
+    for (const Problem& p : v) {
+      for (const std::string& key : o.only) {
+        if (p.name.find(key) != std::string::npos) {
+          kept.push_back(p);
+          break;
+        }
+      }
+    }
+    v = kept;
   }
   return v;
 }
