@@ -129,7 +129,7 @@ def test_fit_resumes_from_checkpoint_dir(tmp_path):
     assert rest.global_step == straight.global_step
     a, b = straight.named_parameters(), rest.named_parameters()
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    lines = [json.loads(l) for l in open(tmp_path / "m.jsonl")]
+    lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines if "test_accuracy" in l] == [1, 2, 3]
 
 
