@@ -18,7 +18,9 @@
     print(t.graph())
     net.named_parameters()            # {'fc1.weight': array(784, 128), ...}
 
-Modules only record graphs; tessera.Trainer runs them. A Var is valid while its trace lives.
+add_module registers a child and returns it; assigning a module to a public attribute
+(self.fc = nn.Linear(...)) registers it too. Modules only record graphs; tessera.Trainer runs
+them. A Var is valid while its trace lives.
 """
 from ._tessera import nn as _nn
 
