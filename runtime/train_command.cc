@@ -35,7 +35,7 @@ const char* kTrainUsage =
     "  --momentum M           SGD momentum (default 0.9)\n"
     "  --nesterov             Nesterov momentum\n"
     "  --weight-decay WD      (default 0)\n"
-    "  --schedule S           constant | step | cosine (default constant)\n"
+    "  --schedule S           constant | step (x0.1 every epoch) | cosine (to 0 at the end) (default constant)\n"
     "  --warmup N             linear warmup steps (default 0)\n"
     "  --clip NORM            global gradient-norm clipping (default off)\n"
     "  --seed S               (default 1)\n"

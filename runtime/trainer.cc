@@ -67,6 +67,10 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_
   TESSERA_CHECK(opt_.world_nodes >= 1 && !opt_.hosted_nodes.empty() &&
                     static_cast<int>(opt_.hosted_nodes.size()) <= opt_.world_nodes,
                 "data parallelism: ", opt_.hosted_nodes.size(), " hosted nodes of ", opt_.world_nodes);
+  for (int n : opt_.hosted_nodes) {
+    TESSERA_CHECK(n >= 0 && n < opt_.world_nodes, "data parallelism: hosted node ", n, " is not in 0..",
+                  opt_.world_nodes - 1);
+  }
   train_exec_ = std::make_unique<Executor>(t.graph(), fetch);
   for (const auto& [id, p] : t.params()) train_exec_->bind(id, p->value);
 
@@ -74,6 +78,9 @@ Trainer::Trainer(std::shared_ptr<nn::Module> model, const Shape& example, int64_
   schedule_.kind = lr_schedule_from_name(opt_.schedule);
   schedule_.base_lr = opt_.opt.lr;
   schedule_.warmup_steps = opt_.warmup_steps;
+  schedule_.step_size = opt_.lr_step_size;
+  schedule_.gamma = opt_.lr_gamma;
+  schedule_.total_steps = opt_.total_steps;
   if (!opt_.metrics_path.empty() && opt_.chief) {
     metrics_ = std::make_unique<std::ofstream>(opt_.metrics_path, opt_.resume ? std::ios::app : std::ios::trunc);
     TESSERA_CHECK_AS(IoError, metrics_->good(), "cannot open metrics file '", opt_.metrics_path, "' for writing");
@@ -241,6 +248,9 @@ std::vector<EpochReport> Trainer::fit(const Dataset& train, const Dataset& test,
   }
   std::vector<EpochReport> reports;
   const int64_t per_epoch = loader.batches_per_epoch();
+  // Schedules measured in steps default to this fit's length.
+  if (schedule_.total_steps == 0) schedule_.total_steps = opt_.max_steps >= 0 ? opt_.max_steps : opt_.epochs * per_epoch;
+  if (schedule_.step_size == 0) schedule_.step_size = per_epoch;
   for (int64_t epoch = loader.epoch(); epoch < opt_.epochs; ++epoch) {
     EpochReport rep;
     rep.epoch = epoch + 1;

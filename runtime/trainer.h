@@ -29,8 +29,11 @@ struct TrainOptions {
   int64_t batch_size = 64;
   std::string optimizer = "sgd";
   OptimizerOptions opt{0.05, 0.9};
-  std::string schedule = "constant";
+  std::string schedule = "constant";  // constant | step | cosine
   int64_t warmup_steps = 0;
+  int64_t lr_step_size = 0;  // step: decay every N steps (0: every epoch)
+  double lr_gamma = 0.1;     // step: factor
+  int64_t total_steps = 0;   // cosine: steps to decay over (0: the whole fit())
   double clip_norm = 0;      // 0: no clipping
   uint64_t seed = 1;
   std::string checkpoint_dir;  // empty: no checkpoints
