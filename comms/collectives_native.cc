@@ -139,7 +139,8 @@ MPI_Op mpi_op(MeshComm& c, const ElemType& t, ReduceOp op) {
     }
   }
   NativeState& s = state(c);
-  return (t.dtype == DType::bf16 ? s.bf16_ops : s.cfp8_ops)[static_cast<int>(op)];
+  const MPI_Op* ops = t.dtype == DType::bf16 ? s.bf16_ops : s.cfp8_ops;
+  return ops[static_cast<unsigned>(op) & 3u];  // ReduceOp has 4 values
 }
 
 int mpi_count(size_t n, const char* what) {

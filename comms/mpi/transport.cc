@@ -12,8 +12,12 @@ namespace {
 
 std::once_flag g_init_once;
 int g_provided = MPI_THREAD_SINGLE;
+std::atomic<bool> g_any_aborted{false};
 
 void finalize_at_exit() {
+  // After a communication failure MPI_Finalize can block forever on a dead peer: skip it and
+  // let mpirun report the abnormal exit instead of hanging.
+  if (g_any_aborted.load()) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
@@ -90,6 +94,7 @@ void MpiTransport::abort(const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_.exchange(true)) return;
   abort_reason_ = reason;
+  g_any_aborted = true;
 }
 
 void MpiTransport::check_peer(int peer, uint64_t tag, size_t bytes) const {

@@ -5,7 +5,9 @@
 //   auto t = std::make_shared<mpi::MpiTransport>();   // rank / size from MPI_COMM_WORLD
 //
 // MPI is initialized on first use with MPI_THREAD_MULTIPLE (if the library offers less, every
-// MPI call is serialized by a mutex) and finalized at process exit. The transport works on its
+// MPI call is serialized by a mutex) and finalized at process exit, unless a transport was
+// aborted (after a communication error MPI_Finalize may wait forever on a dead peer; mpirun
+// then reports the abnormal exit instead). The transport works on its
 // own duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN, so errors become exceptions.
 //
 // Failure: a peer that hangs makes waits time out (TimeoutError from the caller). A peer that
