@@ -55,6 +55,13 @@ def torch_run(model_name, precision, args):
         model = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
                               nn.Linear(512, 10))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    total_steps = args.max_steps or args.epochs * (60000 // args.batch)
+    import math
+
+    def lr_at(step):  # tessera's schedules (core/optim.cc), stepped per batch
+        if args.schedule == "cosine":
+            return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, step / total_steps)))
+        return args.lr
     xtr, ytr = load("train")
     xte, yte = load("test")
     xtr, ytr, xte, yte = map(torch.from_numpy, (xtr, ytr, xte, yte))
@@ -69,6 +76,8 @@ def torch_run(model_name, precision, args):
         for i in range(0, len(xtr) - args.batch + 1, args.batch):
             idx = perm[i:i + args.batch]
             xb, yb = xtr[idx], ytr[idx]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(steps)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -99,7 +108,7 @@ def tessera_run(model_name, precision, args):
         metrics = os.path.join(tmp, "m.jsonl")
         cmd = [args.tessera, "train", "--model", model_name, "--precision", precision, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch), "--lr", str(args.lr), "--momentum", "0.9", "--seed", str(args.seed),
-               "--threads", str(args.threads), "--metrics", metrics, "--no-progress"]
+               "--threads", str(args.threads), "--metrics", metrics, "--no-progress", "--schedule", args.schedule]
         if args.max_steps:
             cmd += ["--max-steps", str(args.max_steps)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -132,6 +141,8 @@ def main():
     p.add_argument("--max-steps", type=int, default=0, help="stop each run after N steps (throughput only)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="learning-rate schedule, the same in both (cosine: to 0 over the run, per step)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", type=float, default=0.91)
@@ -155,7 +166,7 @@ def main():
             pt = torch_cache[(model, ref_prec)]
             rows.append((model, prec, ref_prec, t, pt))
 
-    print(f"\nbatch {args.batch}, SGD momentum 0.9, lr {args.lr}, {args.threads} threads, "
+    print(f"\nbatch {args.batch}, SGD momentum 0.9, lr {args.lr} ({args.schedule}), {args.threads} threads, "
           f"{args.epochs} epoch(s){', max ' + str(args.max_steps) + ' steps' if args.max_steps else ''}; "
           f"time to {100 * args.target:.0f}% = training time until the first epoch-end evaluation reaching it")
     hdr = f"{'model':6} {'tessera':8} {'img/s':>8} {'best acc':>9} {'to target':>10} | {'pytorch':8} {'img/s':>8} {'best acc':>9} {'to target':>10} | {'speed ratio':>11}"
