@@ -25,7 +25,7 @@ void set_peer_threads(int threads) {
 std::string peer_threading() {
   std::string s;
 #ifdef _OPENMP
-  s += "OpenMP (Eigen " + std::to_string(Eigen::nbThreads()) + " threads";
+  s += "OpenMP (omp_set_num_threads(n) for Eigen";
 #else
   s += "no OpenMP (Eigen single-threaded";
 #endif
