@@ -23,7 +23,7 @@ build: configure
 # The main job: what this machine and build offer, then one epoch of Fashion-MNIST training.
 run: build
 	$(BUILD)/runtime/tessera info
-	$(BUILD)/runtime/tessera train --model mlp --precision bf16 --epochs 1 --metrics $(BUILD)/train_metrics.jsonl
+	$(BUILD)/runtime/tessera train --model cnn --precision bf16 --epochs 1 --metrics $(BUILD)/train_metrics.jsonl
 
 test: build
 	$(MAKE) --no-print-directory test-cpp test-python
