@@ -264,7 +264,7 @@ void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* d
   // little to split. Rows are cut into `parts` ranges reduced concurrently into partial dW
   // buffers, then summed in order; parts depends on the problem size only, so results are the
   // same on any thread count.
-  const int64_t parts = std::clamp<int64_t>(M / 4096, 1, 8);
+  const int64_t parts = std::clamp<int64_t>(M / 2048, 1, 8);
   const size_t row_bytes = static_cast<size_t>(RSC) * xt.size() + static_cast<size_t>(d.K) * dyt.size();
   const int64_t chunk = std::max<int64_t>(1, rows_per_chunk(d, row_bytes * static_cast<size_t>(parts)));
   std::vector<std::vector<float>> partial(static_cast<size_t>(parts - 1), std::vector<float>(static_cast<size_t>(RSC * d.K)));
