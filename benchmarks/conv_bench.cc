@@ -2,7 +2,8 @@
 // backward-weights vs oneDNN's convolution on the same shapes in one run, f32 and bf16, on 1
 // and 2 threads. oneDNN gets its preferred (blocked) layouts via format_tag::any, reorders
 // excluded: its best case. Prints GFLOP/s and tessera / oneDNN.
-//   build/benchmarks/conv_bench [--seconds S]
+// cfp8 rows (e4m3 activations and weights, e5m2 gradients) are compared with oneDNN bf16.
+//   build/benchmarks/conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8]
 #include <tessera/kernels/conv2d.h>
 
 #include <oneapi/tbb/task_arena.h>
@@ -104,8 +105,26 @@ std::function<void()> dnnl_conv(const Shape& s, Pass pass, bool bf16) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::vector<int> thread_counts = {1, 2};
+  std::string types = "f32,bf16,cfp8";
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--seconds" && i + 1 < argc) g_seconds = std::atof(argv[++i]);
+    const std::string a = argv[i];
+    if (a == "--seconds" && i + 1 < argc) {
+      g_seconds = std::atof(argv[++i]);
+    } else if (a == "--threads" && i + 1 < argc) {
+      thread_counts = {std::atoi(argv[++i])};
+    } else if (a == "--types" && i + 1 < argc) {
+      types = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8]\n");
+      return 2;
+    }
+  }
+  std::vector<DType> computes;
+  for (const char* t : {"f32", "bf16", "cfp8"}) {
+    if (types.find(t) != std::string::npos) {
+      computes.push_back(std::string(t) == "f32" ? DType::f32 : std::string(t) == "bf16" ? DType::bf16 : DType::cfp8_e4m3);
+    }
   }
   const Shape shapes[] = {{64, 1, 32, 28}, {64, 32, 64, 14}, {32, 64, 64, 56}};
 #if defined(TESSERA_BENCH_DNNL)
@@ -114,17 +133,19 @@ int main(int argc, char** argv) {
 #else
   std::printf("conv_bench: oneDNN not found at build time (apt-get install libdnnl-dev): tessera only\n");
 #endif
-  std::printf("%-22s %-9s %-5s %3s %10s %10s %8s\n", "shape (N, C->K, HxW)", "pass", "type", "thr", "tessera", "oneDNN",
-              "ratio");
+  std::printf("%-22s %-9s %-5s %3s %10s %10s %8s  %s\n", "shape (N, C->K, HxW)", "pass", "type", "thr", "tessera", "oneDNN",
+              "ratio", "tessera impl");
   for (const Shape& s : shapes) {
     Conv2dDesc d;
     d.N = s.N; d.H = d.W = s.H; d.C = s.C; d.K = s.K; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
     std::vector<float> x(d.N * d.H * d.W * d.C, 0.5f), w(9 * d.C * d.K, 0.01f), b(d.K), y(d.N * d.H * d.W * d.K, 0.1f);
     std::vector<float> dx(x.size()), dw(w.size()), db(d.K);
-    for (int threads : {1, 2}) {
-      for (bool bf16 : {false, true}) {
+    for (int threads : thread_counts) {
+      for (DType compute : computes) {
+        // cfp8 (e4m3 forward, e5m2 gradients) has no oneDNN peer: it is compared with oneDNN bf16.
+        const bool bf16 = compute != DType::f32;
         for (Pass pass : {Pass::fwd, Pass::bwd_data, Pass::bwd_weights}) {
-          d.compute = bf16 ? DType::bf16 : DType::f32;
+          d.compute = compute;
           tbb::task_arena arena(threads);
           double t = 0;
           arena.execute([&] {
@@ -143,8 +164,11 @@ int main(int argc, char** argv) {
           char name[64];
           std::snprintf(name, sizeof name, "%ld, %ld->%ld, %ldx%ld", s.N, s.C, s.K, s.H, s.H);
           double gf = d.flops() / t / 1e9, pgf = peer > 0 ? d.flops() / peer / 1e9 : 0;
-          std::printf("%-22s %-9s %-5s %3d %10.1f %10.1f %7.2fx\n", name, pass_name(pass), bf16 ? "bf16" : "f32", threads,
-                      gf, pgf, pgf > 0 ? gf / pgf : 0.0);
+          std::printf("%-22s %-9s %-5s %3d %10.1f %10.1f %7.2fx  %s\n", name, pass_name(pass), compute == DType::f32 ? "f32" : compute == DType::bf16 ? "bf16" : "cfp8", threads,
+                      gf, pgf, pgf > 0 ? gf / pgf : 0.0,
+                      conv2d_impl_name(d, pass == Pass::fwd        ? Conv2dPass::forward
+                                          : pass == Pass::bwd_data ? Conv2dPass::backward_data
+                                                                   : Conv2dPass::backward_weights));
           std::fflush(stdout);
         }
       }

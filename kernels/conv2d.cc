@@ -2,20 +2,31 @@
 #include <tessera/kernels/conv2d.h>
 
 #include <tessera/core/error.h>
+#include <tessera/core/log.h>
+#include <tessera/kernels/conv2d_direct.h>
 #include <tessera/kernels/convert.h>
+#include <tessera/kernels/cpu.h>
 #include <tessera/kernels/elementwise.h>
 
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace tessera::kernels {
+
+#if !defined(TESSERA_HAVE_AVX512)
+const Conv2dDirectFns* conv2d_direct_avx512() { return nullptr; }
+#endif
+
 namespace {
 
 std::atomic<size_t> g_workspace{size_t{8} << 20};
+std::atomic<int> g_algo{-1};  // -1: not set, TESSERA_CONV decides
 
 // The GEMM operand type of one conv operand.
 struct OperandType {
@@ -141,7 +152,268 @@ int64_t rows_per_chunk(const Conv2dDesc& d, size_t bytes_per_row) {
   return std::max<int64_t>(1, std::min(rows, M));
 }
 
+
+// ---- the direct path (conv2d_direct.h) ----------------------------------------------------------
+
+Conv2dAlgo algo_setting() {
+  const int set = g_algo.load();
+  if (set >= 0) return static_cast<Conv2dAlgo>(set);
+  static const Conv2dAlgo from_env = [] {
+    const char* v = std::getenv("TESSERA_CONV");
+    if (!v || !*v || std::string(v) == "auto") return Conv2dAlgo::automatic;
+    if (std::string(v) == "direct") return Conv2dAlgo::direct;
+    if (std::string(v) == "gemm") return Conv2dAlgo::gemm;
+    TESSERA_THROW(ValueError, "TESSERA_CONV='", v, "' is not one of: auto, direct, gemm");
+  }();
+  return from_env;
+}
+
+// The direct kernels when they apply to this pass, else nullptr and `why`.
+const Conv2dDirectFns* direct_fns(const Conv2dDesc& d, Conv2dPass pass, std::string& why) {
+  const Conv2dAlgo algo = algo_setting();
+  if (algo == Conv2dAlgo::gemm) {
+    why = "the gemm algorithm was requested";
+    return nullptr;
+  }
+  const Conv2dDirectFns* fns = conv2d_direct_avx512();
+  if (!fns) {
+    why = "the avx512 rung was not compiled in";
+    return nullptr;
+  }
+  why = isa_unavailable_reason(Isa::avx512);
+  if (!why.empty()) return nullptr;
+  if (pass == Conv2dPass::backward_data &&
+      (d.stride_h != 1 || d.stride_w != 1 || d.pad_h > d.dil_h * (d.R - 1) || d.pad_w > d.dil_w * (d.S - 1))) {
+    why = "backward data with stride > 1 or padding wider than the dilated filter";
+    return nullptr;
+  }
+  // Where vdpbf16ps is at least as fast as FMA, bf16 / cfp8 belong on the GEMM's dot kernel
+  // (unless the direct path is forced).
+  if (d.compute != DType::f32 && algo != Conv2dAlgo::direct) {
+    GemmDesc g;
+    g.M = g.N = g.K = 1;
+    g.a_type = g.b_type = DType::bf16;
+    if (std::string(gemm_impl_name(g)) == "avx512_bf16") {
+      why = "bf16/cfp8 GEMM runs on vdpbf16ps on this CPU";
+      return nullptr;
+    }
+  }
+  return fns;
+}
+
+void log_choice(Conv2dPass pass, bool direct, const std::string& why) {
+  static std::atomic<int> last[3] = {-1, -1, -1};
+  const int code = direct ? 1 : 0;
+  const char* name = direct ? "direct_avx512" : "gemm";
+  if (last[static_cast<int>(pass)].exchange(code) == code) return;
+  auto logger = log::get("kernels");
+  if (logger->should_log(spdlog::level::debug)) {
+    logger->debug("conv2d {}: using {}{}", conv2d_pass_name(pass), name, why.empty() ? "" : " (direct skipped: " + why + ")");
+  }
+}
+
+// n f32 -> n f32 holding values of type t (rounded to nearest even; f32 copies).
+void round_into(const float* src, float* dst, size_t n, const OperandType& t) {
+  if (t.type == DType::f32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  constexpr size_t kStep = 2048;
+  alignas(64) uint16_t h[kStep];
+  alignas(64) uint8_t q[kStep];
+  for (size_t i = 0; i < n; i += kStep) {
+    const size_t m = std::min(kStep, n - i);
+    if (t.type == DType::bf16) {
+      f32_to_bf16(src + i, h, m);
+      bf16_to_f32(h, dst + i, m);
+    } else {
+      f32_to_cfp8(src + i, q, m, t.fmt);
+      cfp8_to_f32(q, dst + i, m, t.fmt);
+    }
+  }
+}
+
+// Images [images, H, W, C] -> zero-padded [images, Hp, Wp, C] rounded to t: padded (i, j) is
+// source (i - pad_h, j - pad_w).
+void pad_round(const float* src, int64_t images, int64_t H, int64_t W, int64_t C, int64_t pad_h, int64_t pad_w,
+               int64_t Hp, int64_t Wp, float* dst, const OperandType& t) {
+  const int64_t left = std::min(pad_w, Wp), copy = std::clamp<int64_t>(Wp - pad_w, 0, W);
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, images * Hp, 8), [&](const tbb::blocked_range<int64_t>& rg) {
+    for (int64_t row = rg.begin(); row < rg.end(); ++row) {
+      const int64_t n = row / Hp, ih = row % Hp - pad_h;
+      float* out = dst + row * Wp * C;
+      if (ih < 0 || ih >= H) {
+        std::memset(out, 0, static_cast<size_t>(Wp * C) * sizeof(float));
+        continue;
+      }
+      std::memset(out, 0, static_cast<size_t>(left * C) * sizeof(float));
+      round_into(src + ((n * H + ih) * W) * C, out + left * C, static_cast<size_t>(copy * C), t);
+      std::memset(out + (left + copy) * C, 0, static_cast<size_t>((Wp - left - copy) * C) * sizeof(float));
+    }
+  });
+}
+
+// A grow-only f32 buffer per calling thread (a conv call is reused every training step).
+float* direct_workspace(size_t floats) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < floats) {
+    buf.clear();
+    buf.shrink_to_fit();
+    buf.resize(floats);
+  }
+  return buf.data();
+}
+
+// Images per chunk: the padded (and rounded) per-image buffers within the workspace bound.
+int64_t images_per_chunk(int64_t N, size_t bytes_per_image) {
+  return std::clamp<int64_t>(static_cast<int64_t>(conv2d_workspace_bytes() / std::max<size_t>(bytes_per_image, 1)), 1,
+                             std::max<int64_t>(N, 1));
+}
+
+GemmAct act_of(Epilogue e) {
+  return e == Epilogue::relu ? GemmAct::relu : e == Epilogue::gelu ? GemmAct::gelu : GemmAct::none;
+}
+
+DirectInput direct_input(const Conv2dDesc& d) {
+  DirectInput in;
+  in.C = d.C;
+  in.OH = d.OH();
+  in.OW = d.OW();
+  in.R = d.R;
+  in.S = d.S;
+  in.stride_h = d.stride_h;
+  in.stride_w = d.stride_w;
+  in.dil_h = d.dil_h;
+  in.dil_w = d.dil_w;
+  in.Hp = (in.OH - 1) * d.stride_h + (d.R - 1) * d.dil_h + 1;
+  in.Wp = (in.OW - 1) * d.stride_w + (d.S - 1) * d.dil_w + 1;
+  in.flush_denormals = d.compute != DType::f32;
+  return in;
+}
+
+void forward_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, const float* x, const float* w, const float* bias,
+                    float* y, Epilogue epilogue) {
+  const int64_t RSC = d.R * d.S * d.C;
+  const OperandType xt = operand_type(d, d.x_fmt), wt = operand_type(d, d.w_fmt);
+  std::vector<float> wr;
+  if (wt.type != DType::f32) {
+    wr.resize(static_cast<size_t>(RSC * d.K));
+    round_into(w, wr.data(), wr.size(), wt);
+  }
+  DirectForward f;
+  f.in = direct_input(d);
+  f.w = wr.empty() ? w : wr.data();
+  f.K = d.K;
+  f.bias = bias;
+  f.act = act_of(epilogue);
+  const int64_t image_floats = f.in.Hp * f.in.Wp * d.C;
+  const int64_t nb = images_per_chunk(d.N, static_cast<size_t>(image_floats) * sizeof(float));
+  float* xp = direct_workspace(static_cast<size_t>(nb * image_floats));
+  for (int64_t n0 = 0; n0 < d.N; n0 += nb) {
+    const int64_t images = std::min(nb, d.N - n0);
+    pad_round(x + n0 * d.H * d.W * d.C, images, d.H, d.W, d.C, d.pad_h, d.pad_w, f.in.Hp, f.in.Wp, xp, xt);
+    f.in.xp = xp;
+    f.in.images = images;
+    f.y = y + n0 * f.in.OH * f.in.OW * d.K;
+    fns.forward(f);
+  }
+}
+
+// Stride 1: dx is the forward convolution of dy, padded by dil * (R - 1) - pad, with the filter
+// flipped in (r, s) and transposed in (c, k).
+void backward_data_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
+  const OperandType dyt = operand_type(d, d.dy_fmt), wt = operand_type(d, d.w_fmt);
+  const int64_t RSC = d.R * d.S * d.C, OH = d.OH(), OW = d.OW();
+  std::vector<float> wr(static_cast<size_t>(RSC * d.K)), wf(wr.size());
+  round_into(w, wr.data(), wr.size(), wt);
+  for (int64_t r = 0; r < d.R; ++r)
+    for (int64_t s = 0; s < d.S; ++s)
+      for (int64_t c = 0; c < d.C; ++c)
+        for (int64_t k = 0; k < d.K; ++k)
+          wf[static_cast<size_t>((((d.R - 1 - r) * d.S + (d.S - 1 - s)) * d.K + k) * d.C + c)] =
+              wr[static_cast<size_t>(((r * d.S + s) * d.C + c) * d.K + k)];
+  DirectForward f;
+  f.in.C = d.K;
+  f.in.OH = d.H;
+  f.in.OW = d.W;
+  f.in.R = d.R;
+  f.in.S = d.S;
+  f.in.dil_h = d.dil_h;
+  f.in.dil_w = d.dil_w;
+  f.in.Hp = d.H + (d.R - 1) * d.dil_h;
+  f.in.Wp = d.W + (d.S - 1) * d.dil_w;
+  f.in.flush_denormals = d.compute != DType::f32;
+  f.w = wf.data();
+  f.K = d.C;
+  const int64_t ph = d.dil_h * (d.R - 1) - d.pad_h, pw = d.dil_w * (d.S - 1) - d.pad_w;
+  const int64_t image_floats = f.in.Hp * f.in.Wp * d.K;
+  const int64_t nb = images_per_chunk(d.N, static_cast<size_t>(image_floats) * sizeof(float));
+  float* dyp = direct_workspace(static_cast<size_t>(nb * image_floats));
+  for (int64_t n0 = 0; n0 < d.N; n0 += nb) {
+    const int64_t images = std::min(nb, d.N - n0);
+    pad_round(dy + n0 * OH * OW * d.K, images, OH, OW, d.K, ph, pw, f.in.Hp, f.in.Wp, dyp, dyt);
+    f.in.xp = dyp;
+    f.in.images = images;
+    f.y = dx + n0 * d.H * d.W * d.C;
+    fns.forward(f);
+  }
+}
+
+void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, const float* x, const float* dy,
+                             float* dw) {
+  const OperandType xt = operand_type(d, d.x_fmt), dyt = operand_type(d, d.dy_fmt);
+  const int64_t RSC = d.R * d.S * d.C, OH = d.OH(), OW = d.OW();
+  DirectWeightGrad g;
+  g.in = direct_input(d);
+  g.K = d.K;
+  const int64_t image_floats = g.in.Hp * g.in.Wp * d.C;
+  const int64_t dy_floats = dyt.type == DType::f32 ? 0 : OH * OW * d.K;
+  const int64_t nb = images_per_chunk(d.N, static_cast<size_t>(image_floats + dy_floats) * sizeof(float));
+  // Pixel ranges reduced concurrently into their own accumulators, summed in order at the end:
+  // the count depends on the problem only, so the result does not depend on the thread count.
+  g.parts = static_cast<int>(std::clamp<int64_t>(nb * OH * OW / 1024, 1, 16));
+  std::vector<std::vector<float>> partial(static_cast<size_t>(g.parts - 1), std::vector<float>(static_cast<size_t>(RSC * d.K)));
+  std::vector<float*> acc{dw};
+  for (auto& p : partial) acc.push_back(p.data());
+  g.acc = acc.data();
+  std::memset(dw, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
+  float* ws = direct_workspace(static_cast<size_t>(nb * (image_floats + dy_floats)));
+  for (int64_t n0 = 0; n0 < d.N; n0 += nb) {
+    const int64_t images = std::min(nb, d.N - n0);
+    pad_round(x + n0 * d.H * d.W * d.C, images, d.H, d.W, d.C, d.pad_h, d.pad_w, g.in.Hp, g.in.Wp, ws, xt);
+    g.dy = dy + n0 * OH * OW * d.K;
+    if (dy_floats) {
+      float* dyr = ws + nb * image_floats;
+      const int64_t n = images * dy_floats;
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1 << 15), [&](const tbb::blocked_range<int64_t>& rg) {
+        round_into(g.dy + rg.begin(), dyr + rg.begin(), static_cast<size_t>(rg.size()), dyt);
+      });
+      g.dy = dyr;
+    }
+    g.in.xp = ws;
+    g.in.images = images;
+    fns.weight_grad(g);
+  }
+  for (const auto& p : partial) add(dw, p.data(), dw, static_cast<size_t>(RSC * d.K));
+}
+
 }  // namespace
+
+const char* conv2d_pass_name(Conv2dPass pass) {
+  switch (pass) {
+    case Conv2dPass::forward: return "forward";
+    case Conv2dPass::backward_data: return "backward_data";
+    case Conv2dPass::backward_weights: return "backward_weights";
+  }
+  return "?";
+}
+
+void set_conv2d_algorithm(Conv2dAlgo algo) { g_algo = static_cast<int>(algo); }
+
+const char* conv2d_impl_name(const Conv2dDesc& d, Conv2dPass pass) {
+  std::string why;
+  return direct_fns(d, pass, why) ? "direct_avx512" : "gemm";
+}
 
 void set_conv2d_workspace_bytes(size_t bytes) { g_workspace = std::max<size_t>(bytes, 1); }
 size_t conv2d_workspace_bytes() { return g_workspace; }
@@ -168,6 +440,14 @@ void conv2d_forward(const Conv2dDesc& d, const float* x, const float* w, const f
   conv2d_validate(d);
   const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
   if (M == 0) return;
+  std::string why;
+  if (const Conv2dDirectFns* fns = direct_fns(d, Conv2dPass::forward, why);
+      fns && (epilogue == Epilogue::none || epilogue == Epilogue::relu || epilogue == Epilogue::gelu)) {
+    log_choice(Conv2dPass::forward, true, "");
+    forward_direct(*fns, d, x, w, bias, y, epilogue);
+    return;
+  }
+  log_choice(Conv2dPass::forward, false, why);
   OperandType xt = operand_type(d, d.x_fmt), wt = operand_type(d, d.w_fmt);
   Converted wc = convert_all(w, static_cast<size_t>(RSC * d.K), wt);
   GemmDesc g;
@@ -204,8 +484,18 @@ void conv2d_forward(const Conv2dDesc& d, const float* x, const float* w, const f
 void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
   conv2d_validate(d);
   const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
+  if (M == 0) {
+    std::memset(dx, 0, static_cast<size_t>(d.N * d.H * d.W * d.C) * sizeof(float));
+    return;
+  }
+  std::string why;
+  if (const Conv2dDirectFns* fns = direct_fns(d, Conv2dPass::backward_data, why)) {
+    log_choice(Conv2dPass::backward_data, true, "");
+    backward_data_direct(*fns, d, dy, w, dx);
+    return;
+  }
+  log_choice(Conv2dPass::backward_data, false, why);
   std::memset(dx, 0, static_cast<size_t>(d.N * d.H * d.W * d.C) * sizeof(float));
-  if (M == 0) return;
   OperandType dyt = operand_type(d, d.dy_fmt), wt = operand_type(d, d.w_fmt);
   Converted wc = convert_all(w, static_cast<size_t>(RSC * d.K), wt);
   GemmDesc g;
@@ -246,6 +536,13 @@ void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* d
     std::memset(dw, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
     return;
   }
+  std::string why;
+  if (const Conv2dDirectFns* fns = direct_fns(d, Conv2dPass::backward_weights, why)) {
+    log_choice(Conv2dPass::backward_weights, true, "");
+    backward_weights_direct(*fns, d, x, dy, dw);
+    return;
+  }
+  log_choice(Conv2dPass::backward_weights, false, why);
   OperandType xt = operand_type(d, d.x_fmt), dyt = operand_type(d, d.dy_fmt);
   GemmDesc g;
   g.M = RSC;

@@ -1,6 +1,7 @@
-// 2-D convolution, NHWC activations and RSCK ("HWIO") weights, as implicit GEMM on the GEMM
-// micro-kernels (gemm.h): the input is unfolded (im2col) into a bounded workspace a chunk of
-// output rows at a time, never a full-size copy of a large input.
+// 2-D convolution, NHWC activations and RSCK ("HWIO") weights, as implicit GEMM: either direct
+// register-blocked kernels on a padded copy of a chunk of images (conv2d_direct.h), or the GEMM
+// micro-kernels (gemm.h) on the input unfolded (im2col) into a bounded workspace a chunk of
+// output rows at a time; never a full-size unfolded copy of a large input.
 //
 //   Conv2dDesc d;  d.N = 64; d.H = d.W = 28; d.C = 1; d.K = 32; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
 //   conv2d_forward(d, x, w, bias, y);            // x [N,H,W,C], w [R,S,C,K], y [N,OH,OW,K] f32
@@ -52,6 +53,17 @@ void conv2d_forward_reference(const Conv2dDesc& d, const float* x, const float* 
 void conv2d_backward_data_reference(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_backward_weights_reference(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                                        float* dbias);
+
+// Which algorithm runs a pass: "direct_avx512" (register-blocked direct convolution on a padded,
+// pre-rounded copy of a chunk of images; used where the GEMM would run f32 FMA anyway: f32, and
+// bf16 / cfp8 where vdpbf16ps is slower than FMA; backward data only with stride 1) or "gemm"
+// (unfolded chunks + gemm()). TESSERA_CONV=auto|direct|gemm or set_conv2d_algorithm() override
+// the choice (direct still falls back where it does not apply); TESSERA_VERBOSE=1 logs it.
+enum class Conv2dPass { forward, backward_data, backward_weights };
+enum class Conv2dAlgo { automatic, direct, gemm };
+const char* conv2d_pass_name(Conv2dPass pass);
+const char* conv2d_impl_name(const Conv2dDesc& d, Conv2dPass pass);
+void set_conv2d_algorithm(Conv2dAlgo algo);  // process-wide; tests and benchmarks
 
 // Workspace bound for the unfolded rows, in bytes (tests lower it to exercise chunking).
 void set_conv2d_workspace_bytes(size_t bytes);

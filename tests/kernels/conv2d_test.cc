@@ -6,6 +6,7 @@
 #include <tessera/kernels/pool2d.h>
 
 #include <gtest/gtest.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <cmath>
 #include <limits>
@@ -48,6 +49,10 @@ const Shape kShapes[] = {
     {1, 13, 9, 5, 7, 5, 5, 1, 2, 1},  {3, 6, 6, 8, 4, 1, 1, 1, 0, 1},   {2, 10, 10, 3, 8, 3, 3, 1, 2, 2},
     {1, 12, 12, 17, 33, 3, 3, 2, 1, 1}, {2, 5, 7, 1, 32, 3, 3, 1, 1, 1}, {1, 11, 11, 6, 3, 5, 5, 2, 2, 2},
     {2, 4, 4, 32, 16, 1, 1, 2, 0, 1},
+    // Full register tiles, several 64-channel column blocks, masked tails, the cnn's first
+    // layer, and padding wider than the filter (backward data then falls back to the GEMM).
+    {2, 9, 9, 64, 70, 3, 3, 1, 1, 1}, {1, 6, 7, 20, 130, 3, 3, 1, 1, 1}, {3, 14, 14, 1, 32, 3, 3, 1, 1, 1},
+    {1, 8, 8, 8, 48, 3, 3, 1, 3, 1},  {2, 9, 8, 24, 40, 2, 3, 1, 1, 2},
 };
 
 struct Case {
@@ -66,8 +71,11 @@ class Conv2dRung : public ::testing::TestWithParam<Case> {
 
 TEST_P(Conv2dRung, MatchesReferenceOnShapeGrid) {
   const DType t = GetParam().compute;
+  const bool direct_rung = GetParam().isa >= Isa::avx512 && compiled_isa() >= Isa::avx512;
+  for (Conv2dAlgo algo : {Conv2dAlgo::direct, Conv2dAlgo::gemm})
   for (size_t ws : {size_t{8} << 20, size_t{700}}) {  // the small workspace forces many chunks
     set_conv2d_workspace_bytes(ws);
+    set_conv2d_algorithm(algo);
     for (const Shape& s : kShapes) {
       Conv2dDesc d;
       d.N = s.N; d.H = s.H; d.W = s.W; d.C = s.C; d.K = s.K; d.R = s.R; d.S = s.S;
@@ -89,6 +97,12 @@ TEST_P(Conv2dRung, MatchesReferenceOnShapeGrid) {
       SCOPED_TRACE(testing::Message() << "N" << s.N << " " << s.H << "x" << s.W << " C" << s.C << " K" << s.K << " "
                                       << s.R << "x" << s.S << " stride " << s.stride << " pad " << s.pad << " dil "
                                       << s.dil << " ws " << ws);
+      // The requested algorithm ran where it applies.
+      const bool direct = algo == Conv2dAlgo::direct && direct_rung;
+      const bool direct_bwd_data = direct && s.stride == 1 && s.pad <= s.dil * (s.R - 1);
+      EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::forward), direct ? "direct_avx512" : "gemm");
+      EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::backward_data), direct_bwd_data ? "direct_avx512" : "gemm");
+      EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::backward_weights), direct ? "direct_avx512" : "gemm");
       EXPECT_LT(rel_err(y, yref), tol) << "forward";
 
       std::vector<float> dx(x.size(), std::nanf("")), dxref(x.size());
@@ -107,6 +121,7 @@ TEST_P(Conv2dRung, MatchesReferenceOnShapeGrid) {
     }
   }
   set_conv2d_workspace_bytes(size_t{8} << 20);
+  set_conv2d_algorithm(Conv2dAlgo::automatic);
 }
 
 std::vector<Case> cases() {
@@ -122,6 +137,54 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(AllRungs, Conv2dRung, ::testing::ValuesIn(cases()), [](const auto& i) {
   return std::string(isa_name(i.param.isa)) + "_" + dtype_name(i.param.compute);
 });
+
+// Results do not depend on the thread count (the weight gradient's pixel partitions are fixed by
+// the problem size), on either algorithm and in every compute type.
+TEST(Conv2d, SameBitsOnOneAndTwoThreads) {
+  Conv2dDesc d;
+  d.N = 8; d.H = d.W = 14; d.C = 32; d.K = 64; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
+  auto x = randn(d.N * d.H * d.W * d.C, 5), w = randn(9 * d.C * d.K, 6), dy = randn(d.N * d.H * d.W * d.K, 7);
+  for (Conv2dAlgo algo : {Conv2dAlgo::automatic, Conv2dAlgo::gemm}) {
+    for (DType t : {DType::f32, DType::bf16, DType::cfp8_e4m3}) {
+      set_conv2d_algorithm(algo);
+      d.compute = t;
+      std::vector<float> y[2], dx[2], dw[2];
+      for (int threads : {1, 2}) {
+        auto& yi = y[threads - 1];
+        auto& dxi = dx[threads - 1];
+        auto& dwi = dw[threads - 1];
+        yi.resize(dy.size());
+        dxi.resize(x.size());
+        dwi.resize(w.size());
+        tbb::task_arena(threads).execute([&] {
+          conv2d_forward(d, x.data(), w.data(), nullptr, yi.data(), Epilogue::relu);
+          conv2d_backward_data(d, dy.data(), w.data(), dxi.data());
+          conv2d_backward_weights(d, x.data(), dy.data(), dwi.data(), nullptr);
+        });
+      }
+      SCOPED_TRACE(std::string(dtype_name(t)) + " " + conv2d_impl_name(d, Conv2dPass::forward));
+      EXPECT_EQ(y[0], y[1]);
+      EXPECT_EQ(dx[0], dx[1]);
+      EXPECT_EQ(dw[0], dw[1]);
+    }
+  }
+  set_conv2d_algorithm(Conv2dAlgo::automatic);
+}
+
+TEST(Conv2d, AutomaticChoiceFollowsTheIsaCap) {
+  Conv2dDesc d;
+  d.N = 1; d.H = d.W = 8; d.C = 4; d.K = 8; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
+  {
+    ScopedIsaCap cap(Isa::avx2);
+    EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::forward), "gemm");
+  }
+  if (cpu_isa() >= Isa::avx512 && compiled_isa() >= Isa::avx512) {
+    EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::forward), "direct_avx512");  // f32: always FMA
+    set_conv2d_algorithm(Conv2dAlgo::gemm);
+    EXPECT_STREQ(conv2d_impl_name(d, Conv2dPass::forward), "gemm");
+    set_conv2d_algorithm(Conv2dAlgo::automatic);
+  }
+}
 
 TEST(Conv2d, BadDescriptorsNameTheValues) {
   Conv2dDesc d;

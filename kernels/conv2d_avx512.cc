@@ -1,0 +1,256 @@
+// avx512 rung of the direct convolution (conv2d_direct.h): ROWS x (16 * NV) f32 register tiles,
+// input elements broadcast straight from the padded, pre-rounded copy, weights or output
+// gradients loaded as 16-channel vectors.
+//
+// Tile shapes by the number of 16-channel vectors of the column block: NV = 4 (64 channels) x 6
+// rows, NV = 3 x 8, NV = 2 x 12, NV = 1 x 12: 24 accumulators where the width allows. Per
+// reduction step: NV vector loads and ROWS broadcasts feed ROWS * NV FMAs. K = 32 and K = 64
+// (the cnn's layers) thus run with no masked lanes; other K mask the last vector.
+#include <tessera/kernels/conv2d_direct.h>
+#include <tessera/kernels/gemm_ukernel_avx512.h>
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+namespace tessera::kernels {
+namespace {
+
+constexpr int kMaxRows = 12;
+
+constexpr int rows_for(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }
+
+class ScopedFtz {
+ public:
+  explicit ScopedFtz(bool on) : on_(on) {
+    if (on_) {
+      saved_ = _mm_getcsr();
+      _mm_setcsr(saved_ | 0x8040u);  // FTZ | DAZ
+    }
+  }
+  ~ScopedFtz() {
+    if (on_) _mm_setcsr(saved_);
+  }
+  ScopedFtz(const ScopedFtz&) = delete;
+  ScopedFtz& operator=(const ScopedFtz&) = delete;
+
+ private:
+  bool on_;
+  unsigned saved_ = 0;
+};
+
+inline __mmask16 tail_mask(int ncols, int nv) {
+  const int left = ncols - 16 * (nv - 1);
+  return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// ---- forward-shaped: rows = output pixels ------------------------------------------------------
+
+// base[i]: offset in xp of output pixel i's window origin (tap (0, 0), channel 0).
+template <int ROWS, int NV>
+void fwd_tile(const DirectForward& f, const int64_t* base, int64_t k0, int ncols, const GemmTile& t) {
+  const DirectInput& in = f.in;
+  const int64_t C = in.C, K = f.K;
+  const __mmask16 last = tail_mask(ncols, NV);
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  }
+  for (int64_t r = 0; r < in.R; ++r) {
+    for (int64_t s = 0; s < in.S; ++s) {
+      const int64_t off = (r * in.dil_h * in.Wp + s * in.dil_w) * C;
+      const float* wp = f.w + (r * in.S + s) * C * K + k0;
+      const float* xr[ROWS];
+#pragma GCC unroll 12
+      for (int i = 0; i < ROWS; ++i) xr[i] = in.xp + base[i] + off;
+      for (int64_t c = 0; c < C; ++c, wp += K) {
+        __m512 bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, wp + 16 * v) : _mm512_loadu_ps(wp + 16 * v);
+        }
+#pragma GCC unroll 12
+        for (int i = 0; i < ROWS; ++i) {
+          const __m512 a = _mm512_set1_ps(xr[i][c]);
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, bv[v], acc[i][v]);
+        }
+      }
+    }
+  }
+  gemm_store_tile512<ROWS, NV>(acc, ncols, t);
+}
+
+using FwdTileFn = void (*)(const DirectForward&, const int64_t*, int64_t, int, const GemmTile&);
+
+template <int NV, int... R>
+constexpr std::array<FwdTileFn, kMaxRows> fwd_row_table(std::integer_sequence<int, R...>) {
+  std::array<FwdTileFn, kMaxRows> a{};
+  ((a[R] = R < rows_for(NV) ? &fwd_tile<(R < rows_for(NV) ? R + 1 : 1), NV> : nullptr), ...);
+  return a;
+}
+// kFwd[nv - 1][rows - 1]
+const std::array<std::array<FwdTileFn, kMaxRows>, 4> kFwd = {
+    fwd_row_table<1>(std::make_integer_sequence<int, kMaxRows>()),
+    fwd_row_table<2>(std::make_integer_sequence<int, kMaxRows>()),
+    fwd_row_table<3>(std::make_integer_sequence<int, kMaxRows>()),
+    fwd_row_table<4>(std::make_integer_sequence<int, kMaxRows>()),
+};
+
+void forward(const DirectForward& f) {
+  const DirectInput& in = f.in;
+  const int64_t P = in.OH * in.OW, M = in.images * P;
+  if (M == 0) return;
+  // 48 pixels: a multiple of every tile height; about 100 tasks on the cnn's first layer.
+  constexpr int64_t kGrain = 48;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, kGrain), [&](const tbb::blocked_range<int64_t>& rg) {
+    const ScopedFtz ftz(in.flush_denormals);
+    std::vector<int64_t> base(static_cast<size_t>(rg.size()));
+    int64_t n = rg.begin() / P, p = rg.begin() % P, oh = p / in.OW, ow = p % in.OW;
+    for (auto& b : base) {
+      b = ((n * in.Hp + oh * in.stride_h) * in.Wp + ow * in.stride_w) * in.C;
+      if (++ow == in.OW) {
+        ow = 0;
+        if (++oh == in.OH) {
+          oh = 0;
+          ++n;
+        }
+      }
+    }
+    GemmTile t;
+    t.act = f.act;
+    t.ld_out = f.K;
+    for (int64_t k0 = 0; k0 < f.K; k0 += 64) {
+      const int ncols = static_cast<int>(std::min<int64_t>(64, f.K - k0));
+      const int nv = (ncols + 15) / 16, mr = rows_for(nv);
+      t.bias = f.bias ? f.bias + k0 : nullptr;
+      for (int64_t m = rg.begin(); m < rg.end(); m += mr) {
+        const int rows = static_cast<int>(std::min<int64_t>(mr, rg.end() - m));
+        t.out = f.y + m * f.K + k0;
+        kFwd[nv - 1][rows - 1](f, base.data() + (m - rg.begin()), k0, ncols, t);
+      }
+    }
+  });
+}
+
+// ---- weight gradient: rows = filter taps --------------------------------------------------------
+
+// A run of consecutive output pixels in one output row.
+struct Segment {
+  int64_t xbase;     // offset in xp of the first pixel's window origin
+  const float* dy;   // the first pixel's output-gradient row
+  int64_t count;
+};
+
+template <int ROWS, int NV>
+void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const int64_t* offs, int64_t k0,
+             int ncols, float* out) {
+  const int64_t K = g.K, xs = g.in.stride_w * g.in.C;
+  const __mmask16 last = tail_mask(ncols, NV);
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[i][v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, out + i * K + 16 * v) : _mm512_loadu_ps(out + i * K + 16 * v);
+    }
+  }
+  for (size_t q = 0; q < nsegs; ++q) {
+    const Segment& sg = segs[q];
+    const float* xr[ROWS];
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; ++i) xr[i] = g.in.xp + sg.xbase + offs[i];
+    const float* d = sg.dy + k0;
+    for (int64_t p = 0, xi = 0; p < sg.count; ++p, xi += xs, d += K) {
+      __m512 bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, d + 16 * v) : _mm512_loadu_ps(d + 16 * v);
+      }
+#pragma GCC unroll 12
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 a = _mm512_set1_ps(xr[i][xi]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, bv[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (v == NV - 1) {
+        _mm512_mask_storeu_ps(out + i * K + 16 * v, last, acc[i][v]);
+      } else {
+        _mm512_storeu_ps(out + i * K + 16 * v, acc[i][v]);
+      }
+    }
+  }
+}
+
+using WgTileFn = void (*)(const DirectWeightGrad&, const Segment*, size_t, const int64_t*, int64_t, int, float*);
+
+template <int NV, int... R>
+constexpr std::array<WgTileFn, kMaxRows> wg_row_table(std::integer_sequence<int, R...>) {
+  std::array<WgTileFn, kMaxRows> a{};
+  ((a[R] = R < rows_for(NV) ? &wg_tile<(R < rows_for(NV) ? R + 1 : 1), NV> : nullptr), ...);
+  return a;
+}
+const std::array<std::array<WgTileFn, kMaxRows>, 4> kWg = {
+    wg_row_table<1>(std::make_integer_sequence<int, kMaxRows>()),
+    wg_row_table<2>(std::make_integer_sequence<int, kMaxRows>()),
+    wg_row_table<3>(std::make_integer_sequence<int, kMaxRows>()),
+    wg_row_table<4>(std::make_integer_sequence<int, kMaxRows>()),
+};
+
+void weight_grad(const DirectWeightGrad& g) {
+  const DirectInput& in = g.in;
+  const int64_t P = in.OH * in.OW, M = in.images * P, RSC = in.R * in.S * in.C;
+  if (M == 0) return;
+  std::vector<int64_t> offs(static_cast<size_t>(RSC));
+  for (int64_t r = 0; r < in.R; ++r)
+    for (int64_t s = 0; s < in.S; ++s)
+      for (int64_t c = 0; c < in.C; ++c) offs[static_cast<size_t>((r * in.S + s) * in.C + c)] = (r * in.dil_h * in.Wp + s * in.dil_w) * in.C + c;
+  // Pixel blocks of about 256: the block's output gradients (64 KB at K = 64) stay in L2 while
+  // every row tile of the filter sweeps over them; the accumulators go to memory once a block.
+  constexpr int64_t kBlock = 256;
+  tbb::parallel_for(0, g.parts, [&](int part) {
+    const ScopedFtz ftz(in.flush_denormals);
+    const int64_t p0 = M * part / g.parts, p1 = M * (part + 1) / g.parts;
+    float* acc = g.acc[part];
+    std::vector<Segment> segs;
+    for (int64_t b0 = p0; b0 < p1; b0 += kBlock) {
+      const int64_t b1 = std::min(p1, b0 + kBlock);
+      segs.clear();
+      for (int64_t m = b0; m < b1;) {
+        const int64_t n = m / P, p = m % P, oh = p / in.OW, ow = p % in.OW;
+        const int64_t count = std::min(in.OW - ow, b1 - m);
+        segs.push_back({((n * in.Hp + oh * in.stride_h) * in.Wp + ow * in.stride_w) * in.C, g.dy + m * g.K, count});
+        m += count;
+      }
+      for (int64_t k0 = 0; k0 < g.K; k0 += 64) {
+        const int ncols = static_cast<int>(std::min<int64_t>(64, g.K - k0));
+        const int nv = (ncols + 15) / 16, mr = rows_for(nv);
+        for (int64_t j0 = 0; j0 < RSC; j0 += mr) {
+          const int rows = static_cast<int>(std::min<int64_t>(mr, RSC - j0));
+          kWg[nv - 1][rows - 1](g, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
+        }
+      }
+    }
+  });
+}
+
+const Conv2dDirectFns kFns = {&forward, &weight_grad};
+
+}  // namespace
+
+const Conv2dDirectFns* conv2d_direct_avx512() { return &kFns; }
+
+}  // namespace tessera::kernels
