@@ -3,7 +3,7 @@
 // and 2 threads. oneDNN gets its preferred (blocked) layouts via format_tag::any, reorders
 // excluded: its best case. Prints GFLOP/s and tessera / oneDNN.
 // cfp8 rows (e4m3 activations and weights, e5m2 gradients) are compared with oneDNN bf16.
-//   build/benchmarks/conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8]
+//   build/benchmarks/conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8] [--shape I] [--no-peer]
 #include <tessera/kernels/conv2d.h>
 
 #include <oneapi/tbb/task_arena.h>
@@ -107,6 +107,8 @@ std::function<void()> dnnl_conv(const Shape& s, Pass pass, bool bf16) {
 int main(int argc, char** argv) {
   std::vector<int> thread_counts = {1, 2};
   std::string types = "f32,bf16,cfp8";
+  int only_shape = -1;  // --shape i: only the i-th shape (0, 1, 2)
+  bool peer_on = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--seconds" && i + 1 < argc) {
@@ -115,8 +117,12 @@ int main(int argc, char** argv) {
       thread_counts = {std::atoi(argv[++i])};
     } else if (a == "--types" && i + 1 < argc) {
       types = argv[++i];
+    } else if (a == "--shape" && i + 1 < argc) {
+      only_shape = std::atoi(argv[++i]);
+    } else if (a == "--no-peer") {
+      peer_on = false;
     } else {
-      std::fprintf(stderr, "usage: conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8]\n");
+      std::fprintf(stderr, "usage: conv_bench [--seconds S] [--threads T] [--types f32,bf16,cfp8] [--shape I] [--no-peer]\n");
       return 2;
     }
   }
@@ -136,6 +142,7 @@ int main(int argc, char** argv) {
   std::printf("%-22s %-9s %-5s %3s %10s %10s %8s  %s\n", "shape (N, C->K, HxW)", "pass", "type", "thr", "tessera", "oneDNN",
               "ratio", "tessera impl");
   for (const Shape& s : shapes) {
+    if (only_shape >= 0 && &s - shapes != only_shape) continue;
     Conv2dDesc d;
     d.N = s.N; d.H = d.W = s.H; d.C = s.C; d.K = s.K; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
     std::vector<float> x(d.N * d.H * d.W * d.C, 0.5f), w(9 * d.C * d.K, 0.01f), b(d.K), y(d.N * d.H * d.W * d.K, 0.1f);
@@ -157,9 +164,11 @@ int main(int argc, char** argv) {
           });
           double peer = 0;
 #if defined(TESSERA_BENCH_DNNL)
-          omp_set_num_threads(threads);
-          auto fn = dnnl_conv(s, pass, bf16);
-          peer = best_time(fn);
+          if (peer_on) {
+            omp_set_num_threads(threads);
+            auto fn = dnnl_conv(s, pass, bf16);
+            peer = best_time(fn);
+          }
 #endif
           char name[64];
           std::snprintf(name, sizeof name, "%ld, %ld->%ld, %ldx%ld", s.N, s.C, s.K, s.H, s.H);

@@ -187,6 +187,10 @@ const Conv2dDirectFns* direct_fns(const Conv2dDesc& d, Conv2dPass pass, std::str
     why = "backward data with stride > 1 or padding wider than the dilated filter";
     return nullptr;
   }
+  if (pass == Conv2dPass::backward_data && d.C < 16 && algo != Conv2dAlgo::direct) {
+    why = "backward data into fewer than 16 channels (a 16-lane tile would be mostly masked)";
+    return nullptr;
+  }
   // Where vdpbf16ps is at least as fast as FMA, bf16 / cfp8 belong on the GEMM's dot kernel
   // (unless the direct path is forced).
   if (d.compute != DType::f32 && algo != Conv2dAlgo::direct) {
@@ -367,7 +371,10 @@ void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, co
   g.in = direct_input(d);
   g.K = d.K;
   const int64_t image_floats = g.in.Hp * g.in.Wp * d.C;
-  const int64_t dy_floats = dyt.type == DType::f32 ? 0 : OH * OW * d.K;
+  // A filter of few taps (the first layer: 3x3x1) loads each dy element once or twice: round
+  // bf16 as it is loaded instead of in a pass of its own over the whole dy.
+  g.round_dy_bf16 = dyt.type == DType::bf16 && RSC <= 24;
+  const int64_t dy_floats = dyt.type == DType::f32 || g.round_dy_bf16 ? 0 : OH * OW * d.K;
   const int64_t nb = images_per_chunk(d.N, static_cast<size_t>(image_floats + dy_floats) * sizeof(float));
   // Pixel ranges reduced concurrently into their own accumulators, summed in order at the end:
   // the count depends on the problem only, so the result does not depend on the thread count.

@@ -85,7 +85,32 @@ void fwd_tile(const DirectForward& f, const int64_t* base, int64_t k0, int ncols
       }
     }
   }
-  gemm_store_tile512<ROWS, NV>(acc, ncols, t);
+  if (t.act == GemmAct::gelu) {
+    gemm_store_tile512<ROWS, NV>(acc, ncols, t);
+    return;
+  }
+  // Bias and ReLU in registers (the general epilogue goes through memory, which costs a fifth
+  // of the time when the reduction is as short as the first layer's 9 taps).
+  __m512 bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = t.bias ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xffff), t.bias + 16 * v) : _mm512_setzero_ps();
+  }
+  const bool relu = t.act == GemmAct::relu;
+  float* out = static_cast<float*>(t.out);
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = _mm512_add_ps(acc[i][v], bias[v]);
+      if (relu) x = _mm512_max_ps(_mm512_setzero_ps(), x);  // x second: NaN stays NaN
+      if (v == NV - 1) {
+        _mm512_mask_storeu_ps(out + i * t.ld_out + 16 * v, last, x);
+      } else {
+        _mm512_storeu_ps(out + i * t.ld_out + 16 * v, x);
+      }
+    }
+  }
 }
 
 using FwdTileFn = void (*)(const DirectForward&, const int64_t*, int64_t, int, const GemmTile&);
@@ -108,14 +133,16 @@ void forward(const DirectForward& f) {
   const DirectInput& in = f.in;
   const int64_t P = in.OH * in.OW, M = in.images * P;
   if (M == 0) return;
-  // 48 pixels: a multiple of every tile height; about 100 tasks on the cnn's first layer.
-  constexpr int64_t kGrain = 48;
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, M, kGrain), [&](const tbb::blocked_range<int64_t>& rg) {
+  // Blocks of 192 pixels (a multiple of every tile height): 260 tasks on the cnn's first layer,
+  // each long enough that task overhead stays small.
+  constexpr int64_t kBlock = 192;
+  tbb::parallel_for(int64_t{0}, (M + kBlock - 1) / kBlock, [&](int64_t blk) {
     const ScopedFtz ftz(in.flush_denormals);
-    std::vector<int64_t> base(static_cast<size_t>(rg.size()));
+    const tbb::blocked_range<int64_t> rg(blk * kBlock, std::min(M, (blk + 1) * kBlock));
+    int64_t base[kBlock];
     int64_t n = rg.begin() / P, p = rg.begin() % P, oh = p / in.OW, ow = p % in.OW;
-    for (auto& b : base) {
-      b = ((n * in.Hp + oh * in.stride_h) * in.Wp + ow * in.stride_w) * in.C;
+    for (int64_t i = 0; i < static_cast<int64_t>(rg.size()); ++i) {
+      base[i] = ((n * in.Hp + oh * in.stride_h) * in.Wp + ow * in.stride_w) * in.C;
       if (++ow == in.OW) {
         ow = 0;
         if (++oh == in.OH) {
@@ -134,10 +161,20 @@ void forward(const DirectForward& f) {
       for (int64_t m = rg.begin(); m < rg.end(); m += mr) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, rg.end() - m));
         t.out = f.y + m * f.K + k0;
-        kFwd[nv - 1][rows - 1](f, base.data() + (m - rg.begin()), k0, ncols, t);
+        kFwd[nv - 1][rows - 1](f, base + (m - rg.begin()), k0, ncols, t);
       }
     }
   });
+}
+
+// f32 -> the nearest bf16 value (ties to even), as f32; NaN stays a quiet NaN (core/bf16.h).
+inline __m512 round_bf16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), hi);
+  const __m512i q = _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000));
+  return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), r, q));
 }
 
 // ---- weight gradient: rows = filter taps --------------------------------------------------------
@@ -149,7 +186,7 @@ struct Segment {
   int64_t count;
 };
 
-template <int ROWS, int NV>
+template <int ROWS, int NV, bool kRound>
 void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const int64_t* offs, int64_t k0,
              int ncols, float* out) {
   const int64_t K = g.K, xs = g.in.stride_w * g.in.C;
@@ -173,6 +210,7 @@ void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, d + 16 * v) : _mm512_loadu_ps(d + 16 * v);
+        if constexpr (kRound) bv[v] = round_bf16(bv[v]);
       }
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i) {
@@ -197,18 +235,21 @@ void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const
 
 using WgTileFn = void (*)(const DirectWeightGrad&, const Segment*, size_t, const int64_t*, int64_t, int, float*);
 
-template <int NV, int... R>
+template <int NV, bool kRound, int... R>
 constexpr std::array<WgTileFn, kMaxRows> wg_row_table(std::integer_sequence<int, R...>) {
   std::array<WgTileFn, kMaxRows> a{};
-  ((a[R] = R < rows_for(NV) ? &wg_tile<(R < rows_for(NV) ? R + 1 : 1), NV> : nullptr), ...);
+  ((a[R] = R < rows_for(NV) ? &wg_tile<(R < rows_for(NV) ? R + 1 : 1), NV, kRound> : nullptr), ...);
   return a;
 }
-const std::array<std::array<WgTileFn, kMaxRows>, 4> kWg = {
-    wg_row_table<1>(std::make_integer_sequence<int, kMaxRows>()),
-    wg_row_table<2>(std::make_integer_sequence<int, kMaxRows>()),
-    wg_row_table<3>(std::make_integer_sequence<int, kMaxRows>()),
-    wg_row_table<4>(std::make_integer_sequence<int, kMaxRows>()),
-};
+// kWg[round][nv - 1][rows - 1]
+template <bool kRound>
+constexpr std::array<std::array<WgTileFn, kMaxRows>, 4> wg_table() {
+  return {wg_row_table<1, kRound>(std::make_integer_sequence<int, kMaxRows>()),
+          wg_row_table<2, kRound>(std::make_integer_sequence<int, kMaxRows>()),
+          wg_row_table<3, kRound>(std::make_integer_sequence<int, kMaxRows>()),
+          wg_row_table<4, kRound>(std::make_integer_sequence<int, kMaxRows>())};
+}
+const std::array<std::array<std::array<WgTileFn, kMaxRows>, 4>, 2> kWg = {wg_table<false>(), wg_table<true>()};
 
 void weight_grad(const DirectWeightGrad& g) {
   const DirectInput& in = g.in;
@@ -240,7 +281,7 @@ void weight_grad(const DirectWeightGrad& g) {
         const int nv = (ncols + 15) / 16, mr = rows_for(nv);
         for (int64_t j0 = 0; j0 < RSC; j0 += mr) {
           const int rows = static_cast<int>(std::min<int64_t>(mr, RSC - j0));
-          kWg[nv - 1][rows - 1](g, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
+          kWg[g.round_dy_bf16][nv - 1][rows - 1](g, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
         }
       }
     }

@@ -52,6 +52,9 @@ struct DirectWeightGrad {
   int64_t K = 0;
   float* const* acc = nullptr;
   int parts = 1;
+  // dy is unrounded f32 to be rounded to bf16 as it is loaded (worth it when the filter has
+  // few taps, so each dy element is loaded once or twice; otherwise round dy beforehand).
+  bool round_dy_bf16 = false;
 };
 
 struct Conv2dDirectFns {

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace tessera::kernels {
@@ -34,11 +35,21 @@ inline std::string skip_reason(Isa isa, bool compiled) {
 }  // namespace detail
 
 // Picks the first usable entry. `last_logged` remembers the previous choice for logging.
+// The choice depends only on the list and the run-time ISA cap (the CPU and the build are
+// fixed), so it is remembered: callers such as per-row conversions may select thousands of
+// times per operation.
 template <typename T, size_t N>
 const Impl<T>& select(const char* op, const Impl<T> (&list)[N]) {
+  static_assert(N < 16, "select: at most 15 entries");
+  static std::atomic<uint64_t> cached{0};  // list address << 8 | cap << 4 | index; 0: none
+  const uint64_t key = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&list)) << 8 |
+                       static_cast<uint64_t>(isa_cap()) << 4;
+  const uint64_t hit = cached.load(std::memory_order_relaxed);
+  if (hit != 0 && (hit & ~uint64_t{15}) == key) return list[hit & 15];
   static std::atomic<const Impl<T>*> last_logged{nullptr};
   std::string skipped;
-  for (const auto& impl : list) {
+  for (size_t i = 0; i < N; ++i) {
+    const auto& impl = list[i];
     std::string why = detail::skip_reason(impl.isa, impl.fns != nullptr);
     if (why.empty()) {
       if (last_logged.exchange(&impl) != &impl) {
@@ -47,6 +58,7 @@ const Impl<T>& select(const char* op, const Impl<T> (&list)[N]) {
           logger->debug("{}: using {}{}", op, impl.name, skipped.empty() ? "" : " (skipped" + skipped + ")");
         }
       }
+      cached.store(key | i, std::memory_order_relaxed);
       return impl;
     }
     skipped += std::string(" ") + impl.name + ": " + why + ";";
