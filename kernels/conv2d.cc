@@ -218,23 +218,7 @@ void log_choice(Conv2dPass pass, bool direct, const std::string& why) {
 
 // n f32 -> n f32 holding values of type t (rounded to nearest even; f32 copies).
 void round_into(const float* src, float* dst, size_t n, const OperandType& t) {
-  if (t.type == DType::f32) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return;
-  }
-  constexpr size_t kStep = 2048;
-  alignas(64) uint16_t h[kStep];
-  alignas(64) uint8_t q[kStep];
-  for (size_t i = 0; i < n; i += kStep) {
-    const size_t m = std::min(kStep, n - i);
-    if (t.type == DType::bf16) {
-      f32_to_bf16(src + i, h, m);
-      bf16_to_f32(h, dst + i, m);
-    } else {
-      f32_to_cfp8(src + i, q, m, t.fmt);
-      cfp8_to_f32(q, dst + i, m, t.fmt);
-    }
-  }
+  f32_round_to(src, dst, n, t.type, t.fmt);
 }
 
 // Images [images, H, W, C] -> zero-padded [images, Hp, Wp, C] rounded to t: padded (i, j) is

@@ -2,6 +2,9 @@
 
 #include <tessera/kernels/dispatch.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace tessera::kernels {
 
 #if !defined(TESSERA_HAVE_AVX2)
@@ -9,6 +12,9 @@ const ConvertFns* convert_fns_avx2() { return nullptr; }
 #endif
 #if !defined(TESSERA_HAVE_AVX512)
 const ConvertFns* convert_fns_avx512() { return nullptr; }
+#else
+void f32_round_bf16_avx512(const float* s, float* d, size_t n);
+size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f);
 #endif
 
 namespace {
@@ -57,6 +63,41 @@ void f32_to_cfp8(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt, Round
     }
   }
   if (nans) cfp8_invalid_counter().fetch_add(nans, std::memory_order_relaxed);
+}
+
+void f32_round_to(const float* src, float* dst, size_t n, DType t, Cfp8Format fmt) {
+  TESSERA_CHECK_TYPE(t == DType::f32 || t == DType::bf16 || is_cfp8(t), "f32_round_to: ", dtype_name(t),
+                     " is not f32, bf16 or cfp8");
+  if (t == DType::f32) {
+    if (src != dst) std::memmove(dst, src, n * sizeof(float));
+    return;
+  }
+  if (is_cfp8(t)) check_cfp8_bias(fmt.bias);
+#if defined(TESSERA_HAVE_AVX512)
+  if (active_isa() >= Isa::avx512) {
+    if (t == DType::bf16) {
+      f32_round_bf16_avx512(src, dst, n);
+    } else {
+      const size_t nans = f32_round_cfp8_avx512(src, dst, n, fmt);
+      if (nans) cfp8_invalid_counter().fetch_add(nans, std::memory_order_relaxed);
+    }
+    return;
+  }
+#endif
+  // Other rungs: through the narrow type, a block at a time.
+  constexpr size_t kStep = 1024;
+  alignas(64) uint16_t h[kStep];
+  alignas(64) uint8_t q[kStep];
+  for (size_t i = 0; i < n; i += kStep) {
+    const size_t m = std::min(kStep, n - i);
+    if (t == DType::bf16) {
+      f32_to_bf16(src + i, h, m);
+      bf16_to_f32(h, dst + i, m);
+    } else {
+      f32_to_cfp8(src + i, q, m, fmt);
+      cfp8_to_f32(q, dst + i, m, fmt);
+    }
+  }
 }
 
 }  // namespace tessera::kernels

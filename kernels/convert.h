@@ -12,6 +12,7 @@
 #pragma once
 
 #include <tessera/core/cfp8.h>
+#include <tessera/core/dtype.h>
 #include <tessera/kernels/cpu.h>
 
 #include <cstddef>
@@ -26,6 +27,11 @@ void f32_to_cfp8(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
                  uint64_t offset = 0);
 void cfp8_to_f32(const uint8_t* src, float* dst, size_t n, Cfp8Format fmt);
 void cfp8_to_bf16(const uint8_t* src, uint16_t* dst, size_t n, Cfp8Format fmt);
+
+// src -> dst (both f32) holding the nearest value of type t (bf16, or cfp8 in `fmt`; f32
+// copies): what converting to t and back gives, bit for bit, in one pass. NaN follows the
+// encoders (bf16: quiet NaN; cfp8: +0, counted in cfp8_invalid_count()). src may equal dst.
+void f32_round_to(const float* src, float* dst, size_t n, DType t, Cfp8Format fmt = {});
 
 // One rung's implementations. Stochastic encoders take the 32-bit key and the index of src[0]
 // within the key's 2^32-element block; the dispatcher splits calls at block boundaries.

@@ -3,6 +3,9 @@
 // shorter than a vector go through the scalar reference.
 #include <tessera/kernels/convert.h>
 
+#include <tessera/core/bf16.h>
+#include <tessera/core/cfp8.h>
+
 #include <immintrin.h>
 
 namespace tessera::kernels {
@@ -49,14 +52,17 @@ inline Split512 split(__m512i abs, int M, int bias) {
   __m512 q = _mm512_min_ps(_mm512_mul_ps(_mm512_castsi512_ps(abs), scale), _mm512_set1_ps(64.0f));
   return {e, q};
 }
+inline __m512i assemble32(__m512i u, __m512i e, __m512i r, int M, __mmask16 nan);
 inline __m128i assemble(__m512i u, __m512i e, __m512i r, int M, __mmask16 nan) {
+  return _mm512_cvtepi32_epi8(assemble32(u, e, r, M, nan));
+}
+inline __m512i assemble32(__m512i u, __m512i e, __m512i r, int M, __mmask16 nan) {
   __m512i code = _mm512_add_epi32(_mm512_sllv_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)),
                                                     _mm512_set1_epi32(M)), r);
   code = _mm512_min_epi32(code, _mm512_set1_epi32(127));
   __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 24), _mm512_set1_epi32(0x80));
   code = _mm512_or_si512(code, sign);
-  code = _mm512_mask_mov_epi32(code, nan, _mm512_set1_epi32(kCfp8NanCode));
-  return _mm512_cvtepi32_epi8(code);
+  return _mm512_mask_mov_epi32(code, nan, _mm512_set1_epi32(kCfp8NanCode));
 }
 
 size_t f32_to_cfp8_rne_512(const float* s, uint8_t* d, size_t n, Cfp8Format f) {
@@ -106,8 +112,7 @@ size_t f32_to_cfp8_sr_512(const float* s, uint8_t* d, size_t n, Cfp8Format f, ui
 }
 
 // Decoded f32 bit patterns of 16 codes.
-inline __m512i decode_bits(__m128i codes, int M, int bias) {
-  __m512i c = _mm512_cvtepu8_epi32(codes);
+inline __m512i decode_bits32(__m512i c, int M, int bias) {
   __m512i e = _mm512_srli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x7f)), M);
   __m512i m = _mm512_and_si512(c, _mm512_set1_epi32((1 << M) - 1));
   __m512i one = _mm512_set1_epi32(1);
@@ -118,6 +123,7 @@ inline __m512i decode_bits(__m128i codes, int M, int bias) {
   __m512i sign = _mm512_slli_epi32(_mm512_and_si512(c, _mm512_set1_epi32(0x80)), 24);
   return _mm512_or_si512(_mm512_castps_si512(r), sign);
 }
+inline __m512i decode_bits(__m128i codes, int M, int bias) { return decode_bits32(_mm512_cvtepu8_epi32(codes), M, bias); }
 
 void cfp8_to_f32_512(const uint8_t* s, float* d, size_t n, Cfp8Format f) {
   const int M = f.mant_bits();
@@ -138,6 +144,36 @@ void cfp8_to_bf16_512(const uint8_t* s, uint16_t* d, size_t n, Cfp8Format f) {
   }
   convert_fns_scalar()->cfp8_to_bf16(s + i, d + i, n - i, f);
 }
+
+}  // namespace
+
+// f32 -> f32 holding the nearest bf16 / cfp8 value, in one pass (convert.h f32_round_to).
+void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i r = bf16_round(_mm512_castps_si512(_mm512_loadu_ps(s + i)));
+    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(r, 16)));
+  }
+  for (; i < n; ++i) d[i] = ::tessera::round_to_bf16(s[i]);
+}
+
+size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
+  const int M = f.mant_bits();
+  size_t nans = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i u = _mm512_castps_si512(_mm512_loadu_ps(s + i));
+    __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    nans += __builtin_popcount(nan);
+    Split512 sp = split(abs, M, f.bias);
+    __m512i r = _mm512_cvt_roundps_epi32(sp.q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(decode_bits32(assemble32(u, sp.e, r, M, nan), M, f.bias)));
+  }
+  for (; i < n; ++i) d[i] = cfp8_decode(cfp8_encode(s[i], f), f);  // cfp8_encode counts NaN itself
+  return nans;
+}
+
+namespace {
 
 const ConvertFns k512 = {f32_to_bf16_512,    bf16_to_f32_512, f32_to_cfp8_rne_512,
                          f32_to_cfp8_sr_512, cfp8_to_f32_512, cfp8_to_bf16_512};

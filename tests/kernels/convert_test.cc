@@ -1,4 +1,5 @@
 // Vectorized conversions equal the scalar reference bit for bit at every ISA rung.
+#include <tessera/core/error.h>
 #include <tessera/kernels/convert.h>
 
 #include <gtest/gtest.h>
@@ -102,6 +103,39 @@ TEST_P(ConvertRung, Cfp8BitExact) {
       }
     }
   }
+}
+
+// f32_round_to (one pass, f32 -> f32) equals narrowing and widening with the scalar reference,
+// bit for bit, NaN payloads included, and counts cfp8 NaNs once each; in place too.
+TEST_P(ConvertRung, RoundToEqualsNarrowThenWiden) {
+  const ConvertFns& ref = *convert_fns_scalar();
+  for (size_t n : kLengths) {
+    auto x = inputs(n, n * 17 + 1);
+    std::vector<uint16_t> h(n);
+    std::vector<float> want(n), got(n, 1.f);
+    ref.f32_to_bf16(x.data(), h.data(), n);
+    ref.bf16_to_f32(h.data(), want.data(), n);
+    f32_round_to(x.data(), got.data(), n, DType::bf16);
+    ASSERT_TRUE(same_bits(got, want)) << "bf16 n=" << n;
+    for (Cfp8Layout l : {Cfp8Layout::e4m3, Cfp8Layout::e5m2}) {
+      for (int bias : {0, 7, 15, 40, 63}) {
+        Cfp8Format f{l, bias};
+        std::vector<uint8_t> q(n);
+        ref.f32_to_cfp8_rne(x.data(), q.data(), n, f);
+        ref.cfp8_to_f32(q.data(), want.data(), n, f);
+        size_t expect_nans = 0;
+        for (float v : x) expect_nans += std::isnan(v);
+        const uint64_t before = cfp8_invalid_count();
+        got = x;
+        f32_round_to(got.data(), got.data(), n, l == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2, f);
+        ASSERT_TRUE(same_bits(got, want)) << cfp8_layout_name(l) << " bias " << bias << " n=" << n;
+        EXPECT_EQ(cfp8_invalid_count() - before, expect_nans);
+      }
+    }
+  }
+  EXPECT_THROW(f32_round_to(nullptr, nullptr, 0, DType::i32), TypeError);
+  std::vector<float> one(1, 1.f);
+  EXPECT_THROW(f32_round_to(one.data(), one.data(), 1, DType::cfp8_e4m3, Cfp8Format{Cfp8Layout::e4m3, 64}), ValueError);
 }
 
 TEST_P(ConvertRung, AllCodesDecodeLikeTheReference) {
