@@ -356,9 +356,13 @@ void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, co
   g.K = d.K;
   const int64_t image_floats = g.in.Hp * g.in.Wp * d.C;
   // A filter of few taps (the first layer: 3x3x1) loads each dy element once or twice: round
-  // bf16 as it is loaded instead of in a pass of its own over the whole dy.
-  g.round_dy_bf16 = dyt.type == DType::bf16 && RSC <= 24;
-  const int64_t dy_floats = dyt.type == DType::f32 || g.round_dy_bf16 ? 0 : OH * OW * d.K;
+  // it as it is loaded instead of in a pass of its own over the whole dy.
+  const bool round_on_load = dyt.type != DType::f32 && RSC <= 24;
+  if (round_on_load) {
+    g.round_dy = dyt.type;
+    g.dy_fmt = dyt.fmt;
+  }
+  const int64_t dy_floats = dyt.type == DType::f32 || round_on_load ? 0 : OH * OW * d.K;
   const int64_t nb = images_per_chunk(d.N, static_cast<size_t>(image_floats + dy_floats) * sizeof(float));
   // Pixel ranges reduced concurrently into their own accumulators, summed in order at the end:
   // the count depends on the problem only, so the result does not depend on the thread count.

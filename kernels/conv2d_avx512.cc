@@ -8,6 +8,7 @@
 // (the cnn's layers) thus run with no masked lanes; other K mask the last vector.
 #include <tessera/kernels/conv2d_direct.h>
 #include <tessera/kernels/gemm_ukernel_avx512.h>
+#include <tessera/kernels/round_avx512.h>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <vector>
 
 namespace tessera::kernels {
@@ -167,16 +169,6 @@ void forward(const DirectForward& f) {
   });
 }
 
-// f32 -> the nearest bf16 value (ties to even), as f32; NaN stays a quiet NaN (core/bf16.h).
-inline __m512 round_bf16(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i hi = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
-  const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), hi);
-  const __m512i q = _mm512_or_si512(_mm512_and_si512(u, hi), _mm512_set1_epi32(0x00400000));
-  return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), r, q));
-}
-
 // ---- weight gradient: rows = filter taps --------------------------------------------------------
 
 // A run of consecutive output pixels in one output row.
@@ -186,9 +178,11 @@ struct Segment {
   int64_t count;
 };
 
-template <int ROWS, int NV, bool kRound>
-void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const int64_t* offs, int64_t k0,
-             int ncols, float* out) {
+enum Round { kNone, kBf16, kCfp8 };
+
+template <int ROWS, int NV, int kRound>
+void wg_tile(const DirectWeightGrad& g, const Cfp8Round512* rnd, const Segment* segs, size_t nsegs,
+             const int64_t* offs, int64_t k0, int ncols, float* out) {
   const int64_t K = g.K, xs = g.in.stride_w * g.in.C;
   const __mmask16 last = tail_mask(ncols, NV);
   __m512 acc[ROWS][NV];
@@ -210,7 +204,8 @@ void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, d + 16 * v) : _mm512_loadu_ps(d + 16 * v);
-        if constexpr (kRound) bv[v] = round_bf16(bv[v]);
+        if constexpr (kRound == kBf16) bv[v] = round_bf16_ps(bv[v]);
+        if constexpr (kRound == kCfp8) bv[v] = (*rnd)(bv[v]);
       }
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i) {
@@ -233,23 +228,25 @@ void wg_tile(const DirectWeightGrad& g, const Segment* segs, size_t nsegs, const
   }
 }
 
-using WgTileFn = void (*)(const DirectWeightGrad&, const Segment*, size_t, const int64_t*, int64_t, int, float*);
+using WgTileFn = void (*)(const DirectWeightGrad&, const Cfp8Round512*, const Segment*, size_t, const int64_t*, int64_t,
+                          int, float*);
 
-template <int NV, bool kRound, int... R>
+template <int NV, int kRound, int... R>
 constexpr std::array<WgTileFn, kMaxRows> wg_row_table(std::integer_sequence<int, R...>) {
   std::array<WgTileFn, kMaxRows> a{};
   ((a[R] = R < rows_for(NV) ? &wg_tile<(R < rows_for(NV) ? R + 1 : 1), NV, kRound> : nullptr), ...);
   return a;
 }
 // kWg[round][nv - 1][rows - 1]
-template <bool kRound>
+template <int kRound>
 constexpr std::array<std::array<WgTileFn, kMaxRows>, 4> wg_table() {
   return {wg_row_table<1, kRound>(std::make_integer_sequence<int, kMaxRows>()),
           wg_row_table<2, kRound>(std::make_integer_sequence<int, kMaxRows>()),
           wg_row_table<3, kRound>(std::make_integer_sequence<int, kMaxRows>()),
           wg_row_table<4, kRound>(std::make_integer_sequence<int, kMaxRows>())};
 }
-const std::array<std::array<std::array<WgTileFn, kMaxRows>, 4>, 2> kWg = {wg_table<false>(), wg_table<true>()};
+const std::array<std::array<std::array<WgTileFn, kMaxRows>, 4>, 3> kWg = {wg_table<kNone>(), wg_table<kBf16>(),
+                                                                         wg_table<kCfp8>()};
 
 void weight_grad(const DirectWeightGrad& g) {
   const DirectInput& in = g.in;
@@ -262,6 +259,10 @@ void weight_grad(const DirectWeightGrad& g) {
   // Pixel blocks of about 256: the block's output gradients (64 KB at K = 64) stay in L2 while
   // every row tile of the filter sweeps over them; the accumulators go to memory once a block.
   constexpr int64_t kBlock = 256;
+  const Round round = g.round_dy == DType::bf16 ? kBf16 : is_cfp8(g.round_dy) ? kCfp8 : kNone;
+  std::optional<Cfp8Round512> cfp8;
+  if (round == kCfp8) cfp8.emplace(g.dy_fmt);
+  const Cfp8Round512* rnd = cfp8 ? &*cfp8 : nullptr;
   tbb::parallel_for(0, g.parts, [&](int part) {
     const ScopedFtz ftz(in.flush_denormals);
     const int64_t p0 = M * part / g.parts, p1 = M * (part + 1) / g.parts;
@@ -281,7 +282,7 @@ void weight_grad(const DirectWeightGrad& g) {
         const int nv = (ncols + 15) / 16, mr = rows_for(nv);
         for (int64_t j0 = 0; j0 < RSC; j0 += mr) {
           const int rows = static_cast<int>(std::min<int64_t>(mr, RSC - j0));
-          kWg[g.round_dy_bf16][nv - 1][rows - 1](g, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
+          kWg[round][nv - 1][rows - 1](g, rnd, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
         }
       }
     }

@@ -52,9 +52,11 @@ struct DirectWeightGrad {
   int64_t K = 0;
   float* const* acc = nullptr;
   int parts = 1;
-  // dy is unrounded f32 to be rounded to bf16 as it is loaded (worth it when the filter has
-  // few taps, so each dy element is loaded once or twice; otherwise round dy beforehand).
-  bool round_dy_bf16 = false;
+  // bf16 or cfp8: dy is unrounded f32, rounded to this type (cfp8 in dy_fmt) as it is loaded
+  // (worth it when the filter has few taps, so each dy element is loaded once or twice;
+  // otherwise conv2d.cc rounds dy beforehand and passes f32 here).
+  DType round_dy = DType::f32;
+  Cfp8Format dy_fmt;
 };
 
 struct Conv2dDirectFns {

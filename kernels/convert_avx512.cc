@@ -2,6 +2,7 @@
 // (scale by a power of two, round, assemble, saturate), so results match bit for bit. Tails
 // shorter than a vector go through the scalar reference.
 #include <tessera/kernels/convert.h>
+#include <tessera/kernels/round_avx512.h>
 
 #include <tessera/core/bf16.h>
 #include <tessera/core/cfp8.h>
@@ -150,26 +151,27 @@ void cfp8_to_bf16_512(const uint8_t* s, uint16_t* d, size_t n, Cfp8Format f) {
 // f32 -> f32 holding the nearest bf16 / cfp8 value, in one pass (convert.h f32_round_to).
 void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
   size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m512i r = bf16_round(_mm512_castps_si512(_mm512_loadu_ps(s + i)));
-    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(r, 16)));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, round_bf16_ps(_mm512_loadu_ps(s + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(d + i, m, round_bf16_ps(_mm512_maskz_loadu_ps(m, s + i)));
   }
-  for (; i < n; ++i) d[i] = ::tessera::round_to_bf16(s[i]);
 }
 
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
-  const int M = f.mant_bits();
+  const Cfp8Round512 round(f);
   size_t nans = 0, i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512i u = _mm512_castps_si512(_mm512_loadu_ps(s + i));
-    __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    __mmask16 nan;
+    _mm512_storeu_ps(d + i, round(_mm512_loadu_ps(s + i), &nan));
     nans += __builtin_popcount(nan);
-    Split512 sp = split(abs, M, f.bias);
-    __m512i r = _mm512_cvt_roundps_epi32(sp.q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(decode_bits32(assemble32(u, sp.e, r, M, nan), M, f.bias)));
   }
-  for (; i < n; ++i) d[i] = cfp8_decode(cfp8_encode(s[i], f), f);  // cfp8_encode counts NaN itself
+  if (i < n) {  // masked tail: short rows (a padded image row of 28 floats) stay vectorized
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    __mmask16 nan;
+    _mm512_mask_storeu_ps(d + i, m, round(_mm512_maskz_loadu_ps(m, s + i), &nan));
+    nans += __builtin_popcount(nan & m);
+  }
   return nans;
 }
 
