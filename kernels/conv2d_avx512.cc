@@ -115,7 +115,77 @@ void fwd_tile(const DirectForward& f, const int64_t* base, int64_t k0, int ncols
   }
 }
 
+// One input channel, stride 1, the tile's pixels consecutive in one output row: row i of tap
+// (r, s) reads x0[off + i], so one pointer serves every row and the broadcasts use constant
+// displacements (the general tile keeps ROWS pointers, too many registers when the reduction
+// per tap is a single channel). Up to 14 rows: 28 accumulators at NV = 2 (OW = 28 is 2 x 14).
+template <int ROWS, int NV>
+void fwd_tile_c1(const DirectForward& f, const int64_t* base, int64_t k0, int ncols, const GemmTile& t) {
+  const DirectInput& in = f.in;
+  const int64_t K = f.K;
+  const __mmask16 last = tail_mask(ncols, NV);
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 14
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  }
+  const float* x0 = in.xp + base[0];
+  const float* wp = f.w + k0;
+  for (int64_t r = 0; r < in.R; ++r) {
+    for (int64_t s = 0; s < in.S; ++s, wp += K) {
+      const float* xr = x0 + r * in.dil_h * in.Wp + s * in.dil_w;
+      __m512 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(last, wp + 16 * v) : _mm512_loadu_ps(wp + 16 * v);
+      }
+#pragma GCC unroll 14
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 a = _mm512_set1_ps(xr[i]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, bv[v], acc[i][v]);
+      }
+    }
+  }
+  if (t.act == GemmAct::gelu) {
+    gemm_store_tile512<ROWS, NV>(acc, ncols, t);
+    return;
+  }
+  __m512 bias[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = t.bias ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xffff), t.bias + 16 * v) : _mm512_setzero_ps();
+  }
+  const bool relu = t.act == GemmAct::relu;
+  float* out = static_cast<float*>(t.out);
+#pragma GCC unroll 14
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = _mm512_add_ps(acc[i][v], bias[v]);
+      if (relu) x = _mm512_max_ps(_mm512_setzero_ps(), x);
+      if (v == NV - 1) {
+        _mm512_mask_storeu_ps(out + i * t.ld_out + 16 * v, last, x);
+      } else {
+        _mm512_storeu_ps(out + i * t.ld_out + 16 * v, x);
+      }
+    }
+  }
+}
+
 using FwdTileFn = void (*)(const DirectForward&, const int64_t*, int64_t, int, const GemmTile&);
+
+constexpr int kMaxRowsC1 = 14;
+template <int NV, int... R>
+constexpr std::array<FwdTileFn, kMaxRowsC1> fwd_c1_row_table(std::integer_sequence<int, R...>) {
+  return {{&fwd_tile_c1<R + 1, NV>...}};
+}
+// kFwdC1[nv - 1][rows - 1], nv = 1 or 2
+const std::array<std::array<FwdTileFn, kMaxRowsC1>, 2> kFwdC1 = {
+    fwd_c1_row_table<1>(std::make_integer_sequence<int, kMaxRowsC1>()),
+    fwd_c1_row_table<2>(std::make_integer_sequence<int, kMaxRowsC1>()),
+};
 
 template <int NV, int... R>
 constexpr std::array<FwdTileFn, kMaxRows> fwd_row_table(std::integer_sequence<int, R...>) {
@@ -156,6 +226,21 @@ void forward(const DirectForward& f) {
     GemmTile t;
     t.act = f.act;
     t.ld_out = f.K;
+    if (in.C == 1 && in.stride_w == 1 && f.K <= 32) {
+      // Tiles along output rows, balanced: OW = 28 as 2 x 14.
+      const int64_t per_row = (in.OW + kMaxRowsC1 - 1) / kMaxRowsC1;
+      const int64_t rows_max = (in.OW + per_row - 1) / per_row;
+      const int ncols = static_cast<int>(f.K), nv = (ncols + 15) / 16;
+      t.bias = f.bias;
+      for (int64_t m = rg.begin(); m < rg.end();) {
+        const int64_t ow_m = m % in.OW;
+        const int rows = static_cast<int>(std::min({rows_max, in.OW - ow_m, rg.end() - m}));
+        t.out = f.y + m * f.K;
+        kFwdC1[nv - 1][rows - 1](f, base + (m - rg.begin()), 0, ncols, t);
+        m += rows;
+      }
+      return;
+    }
     for (int64_t k0 = 0; k0 < f.K; k0 += 64) {
       const int ncols = static_cast<int>(std::min<int64_t>(64, f.K - k0));
       const int nv = (ncols + 15) / 16, mr = rows_for(nv);
