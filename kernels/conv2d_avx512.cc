@@ -27,28 +27,40 @@ constexpr int kMaxRows = 12;
 
 constexpr int rows_for(int nv) { return nv == 4 ? 6 : nv == 3 ? 8 : 12; }
 
-class ScopedFtz {
- public:
-  explicit ScopedFtz(bool on) : on_(on) {
-    if (on_) {
-      saved_ = _mm_getcsr();
-      _mm_setcsr(saved_ | 0x8040u);  // FTZ | DAZ
-    }
-  }
-  ~ScopedFtz() {
-    if (on_) _mm_setcsr(saved_);
-  }
-  ScopedFtz(const ScopedFtz&) = delete;
-  ScopedFtz& operator=(const ScopedFtz&) = delete;
-
- private:
-  bool on_;
-  unsigned saved_ = 0;
-};
-
 inline __mmask16 tail_mask(int ncols, int nv) {
   const int left = ncols - 16 * (nv - 1);
   return left >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// out = act(acc + bias) for the tile; bias and ReLU in registers (the general epilogue goes
+// through memory, which costs a fifth of the time when the reduction is as short as the first
+// layer's 9 taps), GELU through gemm_store_tile512.
+template <int ROWS, int NV>
+inline void store_fwd_tile(__m512 (&acc)[ROWS][NV], __mmask16 last, int ncols, const GemmTile& t) {
+  if (t.act == GemmAct::gelu) {
+    gemm_store_tile512<ROWS, NV>(acc, ncols, t);
+    return;
+  }
+  __m512 bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = t.bias ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xffff), t.bias + 16 * v) : _mm512_setzero_ps();
+  }
+  const bool relu = t.act == GemmAct::relu;
+  float* out = static_cast<float*>(t.out);
+#pragma GCC unroll 14
+  for (int i = 0; i < ROWS; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = _mm512_add_ps(acc[i][v], bias[v]);
+      if (relu) x = _mm512_max_ps(_mm512_setzero_ps(), x);  // x second: NaN stays NaN
+      if (v == NV - 1) {
+        _mm512_mask_storeu_ps(out + i * t.ld_out + 16 * v, last, x);
+      } else {
+        _mm512_storeu_ps(out + i * t.ld_out + 16 * v, x);
+      }
+    }
+  }
 }
 
 // ---- forward-shaped: rows = output pixels ------------------------------------------------------
@@ -87,32 +99,7 @@ void fwd_tile(const DirectForward& f, const int64_t* base, int64_t k0, int ncols
       }
     }
   }
-  if (t.act == GemmAct::gelu) {
-    gemm_store_tile512<ROWS, NV>(acc, ncols, t);
-    return;
-  }
-  // Bias and ReLU in registers (the general epilogue goes through memory, which costs a fifth
-  // of the time when the reduction is as short as the first layer's 9 taps).
-  __m512 bias[NV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    bias[v] = t.bias ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xffff), t.bias + 16 * v) : _mm512_setzero_ps();
-  }
-  const bool relu = t.act == GemmAct::relu;
-  float* out = static_cast<float*>(t.out);
-#pragma GCC unroll 12
-  for (int i = 0; i < ROWS; ++i) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      __m512 x = _mm512_add_ps(acc[i][v], bias[v]);
-      if (relu) x = _mm512_max_ps(_mm512_setzero_ps(), x);  // x second: NaN stays NaN
-      if (v == NV - 1) {
-        _mm512_mask_storeu_ps(out + i * t.ld_out + 16 * v, last, x);
-      } else {
-        _mm512_storeu_ps(out + i * t.ld_out + 16 * v, x);
-      }
-    }
-  }
+  store_fwd_tile<ROWS, NV>(acc, last, ncols, t);
 }
 
 // One input channel, stride 1, the tile's pixels consecutive in one output row: row i of tap
@@ -148,30 +135,7 @@ void fwd_tile_c1(const DirectForward& f, const int64_t* base, int64_t k0, int nc
       }
     }
   }
-  if (t.act == GemmAct::gelu) {
-    gemm_store_tile512<ROWS, NV>(acc, ncols, t);
-    return;
-  }
-  __m512 bias[NV];
-#pragma GCC unroll 2
-  for (int v = 0; v < NV; ++v) {
-    bias[v] = t.bias ? _mm512_maskz_loadu_ps(v == NV - 1 ? last : __mmask16(0xffff), t.bias + 16 * v) : _mm512_setzero_ps();
-  }
-  const bool relu = t.act == GemmAct::relu;
-  float* out = static_cast<float*>(t.out);
-#pragma GCC unroll 14
-  for (int i = 0; i < ROWS; ++i) {
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) {
-      __m512 x = _mm512_add_ps(acc[i][v], bias[v]);
-      if (relu) x = _mm512_max_ps(_mm512_setzero_ps(), x);
-      if (v == NV - 1) {
-        _mm512_mask_storeu_ps(out + i * t.ld_out + 16 * v, last, x);
-      } else {
-        _mm512_storeu_ps(out + i * t.ld_out + 16 * v, x);
-      }
-    }
-  }
+  store_fwd_tile<ROWS, NV>(acc, last, ncols, t);
 }
 
 using FwdTileFn = void (*)(const DirectForward&, const int64_t*, int64_t, int, const GemmTile&);
@@ -209,7 +173,7 @@ void forward(const DirectForward& f) {
   // each long enough that task overhead stays small.
   constexpr int64_t kBlock = 192;
   tbb::parallel_for(int64_t{0}, (M + kBlock - 1) / kBlock, [&](int64_t blk) {
-    const ScopedFtz ftz(in.flush_denormals);
+    const ScopedFlushDenormals ftz(in.flush_denormals);
     const tbb::blocked_range<int64_t> rg(blk * kBlock, std::min(M, (blk + 1) * kBlock));
     int64_t base[kBlock];
     int64_t n = rg.begin() / P, p = rg.begin() % P, oh = p / in.OW, ow = p % in.OW;
@@ -349,7 +313,7 @@ void weight_grad(const DirectWeightGrad& g) {
   if (round == kCfp8) cfp8.emplace(g.dy_fmt);
   const Cfp8Round512* rnd = cfp8 ? &*cfp8 : nullptr;
   tbb::parallel_for(0, g.parts, [&](int part) {
-    const ScopedFtz ftz(in.flush_denormals);
+    const ScopedFlushDenormals ftz(in.flush_denormals);
     const int64_t p0 = M * part / g.parts, p1 = M * (part + 1) / g.parts;
     float* acc = g.acc[part];
     std::vector<Segment> segs;

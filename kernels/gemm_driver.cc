@@ -186,29 +186,6 @@ struct Problem {
   int64_t mc, kc, nc;
 };
 
-// bf16 / cfp8 operands: denormals are zero and denormal results flush, on every path. That is
-// what vdpbf16ps does by itself; setting it in MXCSR gives the f32 FMA path (bf16 widened to
-// f32) the same results, and spares it the microcode assists that denormal operands would
-// cost (50x slower on the machine this was tuned on). f32 GEMM keeps IEEE denormals.
-class ScopedFlushDenormals {
- public:
-  explicit ScopedFlushDenormals(bool on) : on_(on) {
-    if (on_) {
-      saved_ = _mm_getcsr();
-      _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
-    }
-  }
-  ~ScopedFlushDenormals() {
-    if (on_) _mm_setcsr(saved_);
-  }
-  ScopedFlushDenormals(const ScopedFlushDenormals&) = delete;
-  ScopedFlushDenormals& operator=(const ScopedFlushDenormals&) = delete;
-
- private:
-  bool on_;
-  unsigned saved_ = 0;
-};
-
 // One rectangle of C: rows [m0, m1), columns [n0, n1).
 void run_rect(const Problem& pb, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   const GemmDesc& d = pb.d;
