@@ -12,19 +12,10 @@
 namespace tessera::kernels {
 namespace {
 
-inline __m512i bf16_round(__m512i u) {
-  const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
-  __m512i hi = _mm512_srli_epi32(u, 16);
-  __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  return _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
-}
-
 void f32_to_bf16_512(const float* s, uint16_t* d, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m512i r = bf16_round(_mm512_castps_si512(_mm512_loadu_ps(s + i)));
+    __m512i r = _mm512_srli_epi32(_mm512_castps_si512(round_bf16_ps(_mm512_loadu_ps(s + i))), 16);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm512_cvtepi32_epi16(r));
   }
   convert_fns_scalar()->f32_to_bf16(s + i, d + i, n - i);
