@@ -7,6 +7,7 @@
 //   mpirun -np 4 --oversubscribe build/benchmarks/collective_bench --mesh 2x2 --dtype bf16
 //   options: --mesh RxC  --dtype f32|bf16  --min-bytes N  --max-bytes N  --chunk-bytes N
 //            --seconds S (time budget per point)  --no-grpc
+//            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc; the peer always runs)
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
@@ -36,6 +37,8 @@ struct Args {
   size_t chunk_bytes = 0;
   double seconds = 0.25;
   bool grpc = true;
+  std::string rows = "ring,mesh2d,native,grpc";
+  bool want(const std::string& row) const { return ("," + rows + ",").find("," + row + ",") != std::string::npos; }
 };
 
 Args parse(int argc, char** argv) {
@@ -56,6 +59,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--chunk-bytes") a.chunk_bytes = std::stoull(next());
     else if (k == "--seconds") a.seconds = std::stod(next());
     else if (k == "--no-grpc") a.grpc = false;
+    else if (k == "--rows") a.rows = next();
     else {
       std::fprintf(stderr, "unknown option %s (see the header of collective_bench.cc)\n", k.c_str());
       std::exit(2);
@@ -105,7 +109,7 @@ int main(int argc, char** argv) {
 
 #if defined(TESSERA_BENCH_GRPC)
   std::unique_ptr<MeshComm> grpc_comm;
-  if (args.grpc) {
+  if (args.grpc && args.want("grpc")) {
     // Rendezvous on rank 0: it picks a free port and tells the others through MPI.
     int port = rank == 0 ? grpc::pick_free_port() : 0;
     MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
@@ -187,7 +191,8 @@ int main(int argc, char** argv) {
       rows.push_back({name, t, wrong_elems()});
     };
     for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d, Algorithm::native}) {
-      tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
+      if (args.want(algorithm_name(a)))
+        tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
     }
 #if defined(TESSERA_BENCH_GRPC)
     if (grpc_comm) tessera_row(*grpc_comm, Algorithm::mesh2d, "grpc/mesh2d");

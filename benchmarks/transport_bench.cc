@@ -1,0 +1,159 @@
+// Point-to-point throughput of the transports between two ranks, against raw MPI_Isend /
+// MPI_Irecv on the same ranks in the same run (the peer). Messages of one size stream with a
+// window of outstanding requests, one way (rank 0 -> 1) and both ways at once; GB/s counts the
+// bytes one rank sends per second. This is what collectives are built from: an all-reduce
+// over two ranks sends and receives at once (the "both" column).
+//
+//   mpirun -np 2 build/benchmarks/transport_bench [--bytes N] [--total N] [--window W] [--seconds S]
+//                                                 [--rows raw,mpi,grpc]   (ratios are vs the first row run)
+#include <tessera/comms/mpi/transport.h>
+#if defined(TESSERA_WITH_GRPC)
+#include <tessera/comms/grpc/transport.h>
+#endif
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+using namespace tessera;
+using namespace tessera::comms;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// One round: `count` messages of `bytes` each, at most `window` in flight, send and/or receive.
+using Round = std::function<void(bool send, bool recv)>;
+
+// Seconds per round: warm-up, then enough rounds to fill the budget (agreed over ranks).
+double time_round(const Round& round, bool send, bool recv, double budget) {
+  round(send, recv);
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = now();
+  round(send, recv);
+  double one = now() - t0;
+  MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  int iters = static_cast<int>(std::clamp(budget / std::max(one, 1e-7), 2.0, 1000.0));
+  MPI_Barrier(MPI_COMM_WORLD);
+  t0 = now();
+  for (int i = 0; i < iters; ++i) round(send, recv);
+  double t = (now() - t0) / iters;
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t bytes = 1 << 20, total = 64 << 20;
+  int window = 4;
+  double seconds = 0.5;
+  std::string want = "raw,mpi,grpc";
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s needs a value (see the header of transport_bench.cc)\n", k.c_str());
+      return 2;
+    }
+    if (k == "--bytes") bytes = std::stoull(argv[++i]);
+    else if (k == "--total") total = std::stoull(argv[++i]);
+    else if (k == "--window") window = std::stoi(argv[++i]);
+    else if (k == "--seconds") seconds = std::stod(argv[++i]);
+    else if (k == "--rows") want = argv[++i];
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  auto mpi_t = std::make_shared<mpi::MpiTransport>();
+  const int rank = mpi_t->rank();
+  if (mpi_t->size() != 2) {
+    if (rank == 0) std::fprintf(stderr, "transport_bench runs on exactly 2 ranks (mpirun -np 2)\n");
+    return 2;
+  }
+  const int peer = 1 - rank;
+  const size_t count = std::max<size_t>(1, total / std::max<size_t>(bytes, 1));
+  std::vector<char> out(count * bytes, 1), in(count * bytes, 0);
+
+  // Generic round over a transport's isend/irecv.
+  auto transport_round = [&](Transport& t) -> Round {
+    return [&, tp = &t](bool send, bool recv) {
+      std::vector<RequestPtr> sends(count), recvs(count);
+      const Deadline d = deadline_after(std::chrono::seconds(60));
+      size_t posted = 0;
+      for (size_t j = 0; j < count; ++j) {
+        // Keep `window` receives and sends in flight.
+        for (; posted < count && posted < j + static_cast<size_t>(window); ++posted) {
+          if (recv) recvs[posted] = tp->irecv(peer, posted, in.data() + posted * bytes, bytes);
+          if (send) sends[posted] = tp->isend(peer, posted, out.data() + posted * bytes, bytes);
+        }
+        if (recv && !recvs[j]->wait(d)) throw std::runtime_error("receive timed out");
+        if (send && !sends[j]->wait(d)) throw std::runtime_error("send timed out");
+      }
+    };
+  };
+  Round raw_mpi = [&](bool send, bool recv) {
+    std::vector<MPI_Request> sends(count, MPI_REQUEST_NULL), recvs(count, MPI_REQUEST_NULL);
+    size_t posted = 0;
+    for (size_t j = 0; j < count; ++j) {
+      for (; posted < count && posted < j + static_cast<size_t>(window); ++posted) {
+        if (recv) MPI_Irecv(in.data() + posted * bytes, static_cast<int>(bytes), MPI_BYTE, peer,
+                            static_cast<int>(posted % 30000), MPI_COMM_WORLD, &recvs[posted]);
+        if (send) MPI_Isend(out.data() + posted * bytes, static_cast<int>(bytes), MPI_BYTE, peer,
+                            static_cast<int>(posted % 30000), MPI_COMM_WORLD, &sends[posted]);
+      }
+      MPI_Wait(&recvs[j], MPI_STATUS_IGNORE);
+      MPI_Wait(&sends[j], MPI_STATUS_IGNORE);
+    }
+  };
+
+  struct Row {
+    std::string name;
+    Round round;
+  };
+  auto wanted = [&](const char* row) { return ("," + want + ",").find(std::string(",") + row + ",") != std::string::npos; };
+  std::vector<Row> rows;
+  if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", raw_mpi});
+  if (wanted("mpi")) rows.push_back({"mpi transport", transport_round(*mpi_t)});
+#if defined(TESSERA_WITH_GRPC)
+  std::shared_ptr<grpc::GrpcTransport> grpc_t;
+  if (wanted("grpc")) {
+  int port = rank == 0 ? grpc::pick_free_port() : 0;
+  MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  grpc::GrpcOptions go;
+  go.rank = rank;
+  go.world_size = 2;
+  go.coordinator = "127.0.0.1:" + std::to_string(port);
+  if (const char* c = std::getenv("TESSERA_GRPC_CHUNK_BYTES")) go.chunk_bytes = std::stoull(c);
+  grpc_t = std::make_shared<grpc::GrpcTransport>(go);
+  rows.push_back({"grpc transport", transport_round(*grpc_t)});
+  }
+#endif
+
+  if (rank == 0) {
+    std::printf("transport_bench: 2 ranks, %zu messages of %zu bytes, window %d; GB/s sent per rank\n\n",
+                count, bytes, window);
+    std::printf("%-18s %12s %9s %12s %9s\n", "transport", "one-way GB/s", "vs peer", "both GB/s", "vs peer");
+  }
+  double peer_one = 0, peer_both = 0;
+  for (Row& r : rows) {
+    bool r0 = rank == 0;
+    double one = time_round(r.round, r0, !r0, seconds);
+    double both = time_round(r.round, true, true, seconds);
+    if (peer_one == 0) peer_one = one, peer_both = both;
+    if (rank == 0) {
+      double gb = static_cast<double>(count * bytes) / 1e9;
+      std::printf("%-18s %12.2f %8.2fx %12.2f %8.2fx\n", r.name.c_str(), gb / one, peer_one / one, gb / both,
+                  peer_both / both);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
