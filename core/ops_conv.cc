@@ -51,7 +51,8 @@ void apply_precision(OpContext& c, kernels::Conv2dDesc& d, int x_in, int w_in, i
   auto observe = [&](int in, Cfp8Layout layout, Cfp8Format& fmt) {
     if (in < 0) return;
     const Tensor& t = *c.in[in];
-    fmt = {layout, ps.observe({c.node_id, in}, t.data<float>(), static_cast<size_t>(t.numel()), layout)};
+    const float a = ps.amax_of(c.node.inputs[in], t.data<float>(), static_cast<size_t>(t.numel()));
+    fmt = {layout, ps.observe_amax({c.node_id, in}, a, layout)};
   };
   observe(x_in, ps.policy().forward, d.x_fmt);
   observe(w_in, ps.policy().forward, d.w_fmt);

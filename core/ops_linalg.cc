@@ -37,15 +37,35 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   PrecisionState& ps = *c.state.precision;
   bool is_grad = c.node.attrs.i(k == 0 ? "grad_a" : "grad_b", 0) != 0;
   Cfp8Layout layout = is_grad ? ps.policy().gradient : ps.policy().forward;
-  size_t n = static_cast<size_t>(x.numel());
-  bias = ps.observe({c.node_id, k}, x.data<float>(), n, layout);
   type = layout == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2;
-  Tensor t = Tensor::empty(x.shape(), type, bias);
-  uint64_t offset = ps.sr_counter;
+  const size_t n = static_cast<size_t>(x.numel());
+  const float* src = x.data<float>();
+  const int value = c.node.inputs[k];
+  const std::pair<int, int> key{c.node_id, k};
+  const uint64_t offset = ps.sr_counter;
   ps.sr_counter += n;
-  kernels::f32_to_cfp8(x.data<float>(), t.data<uint8_t>(), n, {layout, bias}, ps.policy().rounding,
-                       c.state.seed, offset);
-  return t;
+  auto encode = [&](int b) {
+    Tensor t = Tensor::empty(x.shape(), type, b);
+    kernels::f32_to_cfp8(src, t.data<uint8_t>(), n, {layout, b}, ps.policy().rounding, c.state.seed, offset);
+    return t;
+  };
+  float amax;
+  const int guess = ps.predict(key, layout);
+  if (ps.known_amax(value, src, n, amax) || guess < 0) {
+    // Another op scanned this tensor this run, or there is no history yet: amax first.
+    bias = ps.observe_amax(key, ps.amax_of(value, src, n), layout);
+    return encode(bias);
+  }
+  // Encode with the bias the history predicts while measuring amax (one pass over x); the
+  // policy's bias differs only when amax outgrew the history, and then x is encoded again, so
+  // the bytes are always those of amax-then-encode. (NaN inputs are then counted twice in
+  // cfp8_invalid_count.)
+  Tensor t = Tensor::empty(x.shape(), type, guess);
+  amax = kernels::f32_to_cfp8_amax(src, t.data<uint8_t>(), n, {layout, guess}, ps.policy().rounding,
+                                   c.state.seed, offset);
+  ps.remember_amax(value, src, n, amax);
+  bias = ps.observe_amax(key, amax, layout);
+  return bias == guess ? t : encode(bias);
 }
 
 void run_matmul_fused(OpContext& c, const Epilogue& e) {

@@ -43,11 +43,46 @@ float AmaxHistory::max() const {
   return m;
 }
 
+float AmaxHistory::max_kept_after_push() const {
+  float m = 0;
+  const size_t drop = static_cast<int>(h_.size()) >= length_ ? h_.size() - static_cast<size_t>(length_) + 1 : 0;
+  for (size_t i = drop; i < h_.size(); ++i) m = std::max(m, h_[i]);
+  return m;
+}
+
 int PrecisionState::observe(const std::pair<int, int>& key, const float* x, size_t n, Cfp8Layout layout) {
-  float a = n ? kernels::amax(x, n) : 0.f;
+  return observe_amax(key, n ? kernels::amax(x, n) : 0.f, layout);
+}
+
+int PrecisionState::observe_amax(const std::pair<int, int>& key, float a, Cfp8Layout layout) {
   auto it = hist_.try_emplace(key, policy_.history).first;
   if (std::isfinite(a)) it->second.push(a);  // a NaN/Inf step is skipped by the loss scaler
   return cfp8_bias_for_amax(it->second.max(), layout, policy_.margin);
+}
+
+int PrecisionState::predict(const std::pair<int, int>& key, Cfp8Layout layout) const {
+  auto it = hist_.find(key);
+  if (it == hist_.end() || it->second.empty()) return -1;
+  return cfp8_bias_for_amax(it->second.max_kept_after_push(), layout, policy_.margin);
+}
+
+bool PrecisionState::known_amax(int value, const float* x, size_t n, float& amax) const {
+  auto it = run_amax_.find(value);
+  if (it == run_amax_.end() || it->second.x != x || it->second.n != n) return false;
+  amax = it->second.amax;
+  return true;
+}
+
+void PrecisionState::remember_amax(int value, const float* x, size_t n, float amax) {
+  run_amax_[value] = {x, n, amax};
+}
+
+float PrecisionState::amax_of(int value, const float* x, size_t n) {
+  float a;
+  if (known_amax(value, x, n, a)) return a;
+  a = n ? kernels::amax(x, n) : 0.f;
+  remember_amax(value, x, n, a);
+  return a;
 }
 
 }  // namespace tessera

@@ -42,6 +42,9 @@ class AmaxHistory {
   explicit AmaxHistory(int length = 16) : length_(length) {}
   void push(float amax);
   float max() const;
+  // The max of the values that stay once the next push() evicts the oldest (all of them while
+  // the history is not full).
+  float max_kept_after_push() const;
   bool empty() const { return h_.empty(); }
   const std::deque<float>& values() const { return h_; }
 
@@ -57,6 +60,21 @@ class PrecisionState {
   const Cfp8Policy& policy() const { return policy_; }
   // Records amax of `x` for `key` and returns the bias to encode it with.
   int observe(const std::pair<int, int>& key, const float* x, size_t n, Cfp8Layout layout);
+  // The same with the amax already known (not finite: not recorded, as observe()).
+  int observe_amax(const std::pair<int, int>& key, float amax, Cfp8Layout layout);
+  // The bias observe_amax() will return for `key` if the coming amax is no larger than the
+  // history's remaining values; -1 with no history. Lets a caller encode and measure amax in
+  // one pass, then re-encode only if observe_amax() disagrees (the amax grew past the history).
+  int predict(const std::pair<int, int>& key, Cfp8Layout layout) const;
+
+  // amax per graph value for one executor run: a tensor that several ops read (a weight in the
+  // forward and the data-gradient matmul, an activation in the forward and the weight gradient)
+  // is scanned once. Executor::run calls begin_run(); a value is recognised by id, data and size.
+  void begin_run() { run_amax_.clear(); }
+  bool known_amax(int value, const float* x, size_t n, float& amax) const;
+  void remember_amax(int value, const float* x, size_t n, float amax);
+  // amax of value `value` (`x`, n elements): remembered, or computed and remembered.
+  float amax_of(int value, const float* x, size_t n);
   const std::map<std::pair<int, int>, AmaxHistory>& histories() const { return hist_; }
   std::map<std::pair<int, int>, AmaxHistory>& histories() { return hist_; }
   uint64_t sr_counter = 0;  // advances so stochastic rounding differs step to step
@@ -64,6 +82,12 @@ class PrecisionState {
  private:
   Cfp8Policy policy_;
   std::map<std::pair<int, int>, AmaxHistory> hist_;
+  struct Seen {
+    const float* x;
+    size_t n;
+    float amax;
+  };
+  std::map<int, Seen> run_amax_;
 };
 
 }  // namespace tessera

@@ -1,9 +1,13 @@
 #include <tessera/kernels/convert.h>
 
 #include <tessera/kernels/dispatch.h>
+#include <tessera/kernels/parallel_chunks.h>
+#include <tessera/kernels/reduce.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace tessera::kernels {
 
@@ -33,7 +37,60 @@ const Impl<ConvertFns>& pick() {
 const ConvertFns& convert_fns() { return *pick().fns; }
 const char* convert_impl_name() { return pick().name; }
 
-void f32_to_bf16(const float* src, uint16_t* dst, size_t n) { convert_fns().f32_to_bf16(src, dst, n); }
+namespace {
+// Elements per parallel piece of the f32 -> narrow encoders (as amax() chunks its input, so the
+// scan of a piece just converted finds it in cache).
+constexpr size_t kPiece = 4 * kChunkElems;
+
+size_t f32_to_cfp8_piece(const ConvertFns& fns, const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
+                         Rounding rounding, uint64_t seed, uint64_t offset) {
+  if (rounding == Rounding::nearest_even) return fns.f32_to_cfp8_rne(src, dst, n, fmt);
+  size_t nans = 0, done = 0;
+  while (done < n) {
+    uint64_t pos = offset + done;
+    uint64_t block_left = (uint64_t{1} << 32) - (pos & 0xffffffffu);
+    size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block_left));
+    nans += fns.f32_to_cfp8_sr(src + done, dst + done, len, fmt, cfp8_sr_key(seed, pos >> 32),
+                               static_cast<uint32_t>(pos));
+    done += len;
+  }
+  return nans;
+}
+
+// Converts piece by piece (in parallel when there are several); with `amax_out`, also returns
+// max |src| as amax() defines it, each piece scanned right after it was converted.
+void f32_to_cfp8_pieces(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt, Rounding rounding,
+                        uint64_t seed, uint64_t offset, float* amax_out) {
+  check_cfp8_bias(fmt.bias);
+  const ConvertFns& fns = convert_fns();
+  const ReduceFns* red = amax_out ? &reduce_fns() : nullptr;
+  std::vector<size_t> nans(chunk_count(n, kPiece), 0);
+  std::vector<float> partial(amax_out ? nans.size() : 0, 0.f);
+  for_each_indexed_chunk(n, kPiece, [&](size_t c, size_t i, size_t j) {
+    nans[c] = f32_to_cfp8_piece(fns, src + i, dst + i, j - i, fmt, rounding, seed, offset + i);
+    if (red) partial[c] = red->amax(src + i, j - i);
+  });
+  size_t total = 0;
+  for (size_t k : nans) total += k;
+  if (total) cfp8_invalid_counter().fetch_add(total, std::memory_order_relaxed);
+  if (amax_out) {
+    float m = 0.f;
+    for (float p : partial) {
+      if (std::isnan(p)) {
+        m = p;
+        break;
+      }
+      m = std::max(m, p);
+    }
+    *amax_out = m;
+  }
+}
+}  // namespace
+
+void f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
+  const ConvertFns& fns = convert_fns();
+  for_each_chunk(n, kPiece, [&](size_t i, size_t j) { fns.f32_to_bf16(src + i, dst + i, j - i); });
+}
 void bf16_to_f32(const uint16_t* src, float* dst, size_t n) { convert_fns().bf16_to_f32(src, dst, n); }
 void cfp8_to_f32(const uint8_t* src, float* dst, size_t n, Cfp8Format fmt) {
   check_cfp8_bias(fmt.bias);
@@ -46,23 +103,14 @@ void cfp8_to_bf16(const uint8_t* src, uint16_t* dst, size_t n, Cfp8Format fmt) {
 
 void f32_to_cfp8(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt, Rounding rounding,
                  uint64_t seed, uint64_t offset) {
-  check_cfp8_bias(fmt.bias);
-  const ConvertFns& fns = convert_fns();
-  size_t nans = 0;
-  if (rounding == Rounding::nearest_even) {
-    nans = fns.f32_to_cfp8_rne(src, dst, n, fmt);
-  } else {
-    size_t done = 0;
-    while (done < n) {
-      uint64_t pos = offset + done;
-      uint64_t block_left = (uint64_t{1} << 32) - (pos & 0xffffffffu);
-      size_t len = static_cast<size_t>(std::min<uint64_t>(n - done, block_left));
-      nans += fns.f32_to_cfp8_sr(src + done, dst + done, len, fmt, cfp8_sr_key(seed, pos >> 32),
-                                 static_cast<uint32_t>(pos));
-      done += len;
-    }
-  }
-  if (nans) cfp8_invalid_counter().fetch_add(nans, std::memory_order_relaxed);
+  f32_to_cfp8_pieces(src, dst, n, fmt, rounding, seed, offset, nullptr);
+}
+
+float f32_to_cfp8_amax(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt, Rounding rounding,
+                       uint64_t seed, uint64_t offset) {
+  float m = 0.f;
+  f32_to_cfp8_pieces(src, dst, n, fmt, rounding, seed, offset, &m);
+  return m;
 }
 
 void f32_round_to(const float* src, float* dst, size_t n, DType t, Cfp8Format fmt) {

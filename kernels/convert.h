@@ -5,7 +5,8 @@
 //   kernels::f32_to_cfp8(x.data(), c.data(), n, {Cfp8Layout::e4m3, 7}, Rounding::stochastic,
 //                        /*seed=*/42, /*offset=*/0);
 //
-// Buffers must not overlap. Stochastic rounding of element i uses the counter-based stream
+// Large inputs are converted in fixed pieces on the oneTBB arena's threads (the bytes do not
+// depend on the thread count). Buffers must not overlap. Stochastic rounding of element i uses the counter-based stream
 // cfp8_sr_bits(cfp8_sr_key(seed, (offset + i) >> 32), offset + i), so a tensor converted in
 // pieces (with the right offsets) or in parallel gives the same bytes as in one call.
 // NaN inputs to the cfp8 encoders are added to cfp8_invalid_counter().
@@ -25,6 +26,12 @@ void bf16_to_f32(const uint16_t* src, float* dst, size_t n);
 void f32_to_cfp8(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
                  Rounding rounding = Rounding::nearest_even, uint64_t seed = 0,
                  uint64_t offset = 0);
+// f32_to_cfp8 that also returns amax(src) (reduce.h: max |x|, NaN if any is NaN), scanning
+// each piece of src right after converting it, while it is in cache: what a caller that picks
+// the bias from a history of amax (core/precision.h) needs, in one pass over memory.
+float f32_to_cfp8_amax(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
+                       Rounding rounding = Rounding::nearest_even, uint64_t seed = 0,
+                       uint64_t offset = 0);
 void cfp8_to_f32(const uint8_t* src, float* dst, size_t n, Cfp8Format fmt);
 void cfp8_to_bf16(const uint8_t* src, uint16_t* dst, size_t n, Cfp8Format fmt);
 

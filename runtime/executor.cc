@@ -1,4 +1,5 @@
 #include <tessera/runtime/executor.h>
+#include <tessera/core/precision.h>
 
 #include <algorithm>
 #include <chrono>
@@ -132,6 +133,7 @@ void Executor::run(RunState& state) {
   }
   live_bytes_ = 0;
   peak_bytes_ = 0;
+  if (state.precision) state.precision->begin_run();  // amax memo: values are new this run
   for (size_t pos = 0; pos < order_.size(); ++pos) {
     const Fusion& fu = fusion_[pos];
     if (fu.skip) continue;
