@@ -186,6 +186,56 @@ TEST(PrecisionState, KeysAreIndependentNonFiniteIsSkippedMarginApplies) {
   EXPECT_EQ(st.histories().size(), 3u);
 }
 
+// predict() is what the one-pass matmul encoder relies on (core/ops_linalg.cc): whenever the
+// coming amax is finite and no larger than the values the history keeps, observe_amax() returns
+// the predicted bias. Over growing, shrinking, spiking and non-finite sequences, and every
+// history length up to 5.
+TEST(PrecisionState, PredictionHoldsWhenAmaxStaysWithinTheHistory) {
+  uint64_t draw = 0;
+  for (int length = 1; length <= 5; ++length) {
+    Cfp8Policy p;
+    p.history = length;
+    PrecisionState st(p);
+    AmaxHistory mirror(length);
+    const std::pair<int, int> key{7, 1};
+    EXPECT_EQ(st.predict(key, Cfp8Layout::e4m3), -1) << "no history, no prediction";
+    int checked = 0;
+    for (int step = 0; step < 400; ++step) {
+      ++draw;
+      float a = std::ldexp(1.0f + static_cast<float>(random_uniform(21, draw)),
+                           static_cast<int>(random_bits(22, draw) % 24) - 12);
+      if (step % 37 == 5) a = std::numeric_limits<float>::infinity();
+      if (step % 41 == 9) a = std::nanf("");
+      const int guess = st.predict(key, Cfp8Layout::e4m3);
+      const float kept = mirror.max_kept_after_push();
+      const int bias = st.observe_amax(key, a, Cfp8Layout::e4m3);
+      if (std::isfinite(a)) mirror.push(a);
+      EXPECT_EQ(bias, cfp8_bias_for_amax(mirror.max(), Cfp8Layout::e4m3, 0));
+      if (step > 0 && std::isfinite(a) && a <= kept) {
+        EXPECT_EQ(guess, bias) << "length " << length << " step " << step;
+        ++checked;
+      }
+    }
+    // With a history of one, every value is evicted by the next: nothing to predict from.
+    if (length >= 2) EXPECT_GT(checked, 50) << "length " << length;
+  }
+}
+
+TEST(PrecisionState, AmaxIsRememberedPerValueForOneRun) {
+  PrecisionState st;
+  std::vector<float> x = tensor_with_amax(3.0f), y = tensor_with_amax(5.0f);
+  EXPECT_EQ(st.amax_of(4, x.data(), x.size()), 3.0f);
+  float a = 0;
+  EXPECT_TRUE(st.known_amax(4, x.data(), x.size(), a));
+  EXPECT_EQ(a, 3.0f);
+  // Another buffer or size under the same id is not taken for it.
+  EXPECT_FALSE(st.known_amax(4, y.data(), y.size(), a));
+  EXPECT_FALSE(st.known_amax(4, x.data(), x.size() - 1, a));
+  EXPECT_EQ(st.amax_of(4, y.data(), y.size()), 5.0f);
+  st.begin_run();
+  EXPECT_FALSE(st.known_amax(4, y.data(), y.size(), a)) << "a new run forgets";
+}
+
 TEST(Precision, Names) {
   for (Precision p : {Precision::fp32, Precision::bf16, Precision::cfp8}) {
     EXPECT_EQ(precision_from_name(precision_name(p)), p);

@@ -1,6 +1,7 @@
 // Vectorized conversions equal the scalar reference bit for bit at every ISA rung.
 #include <tessera/core/error.h>
 #include <tessera/kernels/convert.h>
+#include <tessera/kernels/reduce.h>
 
 #include <gtest/gtest.h>
 
@@ -175,6 +176,30 @@ TEST(Convert, StochasticPiecesEqualOneCall) {
     if (std::isnan(x[i])) want[i] = kCfp8NanCode;
   }
   EXPECT_EQ(a, want);
+}
+
+TEST_P(ConvertRung, EncodeWithAmaxEqualsEncodeThenAmax) {
+  // Sizes around the parallel piece (65536 elements) and past several of them.
+  for (size_t n : {size_t{0}, size_t{1}, size_t{17}, size_t{65535}, size_t{65536 * 3 + 5}}) {
+    auto x = inputs(n, 11);
+    for (auto& v : x) if (std::isnan(v)) v = 1.5f;  // NaN-free here; NaN below
+    for (Rounding r : {Rounding::nearest_even, Rounding::stochastic}) {
+      Cfp8Format f{Cfp8Layout::e4m3, 9};
+      std::vector<uint8_t> want(n), got(n);
+      f32_to_cfp8(x.data(), want.data(), n, f, r, 5, 77);
+      float a = f32_to_cfp8_amax(x.data(), got.data(), n, f, r, 5, 77);
+      EXPECT_EQ(got, want) << n;
+      EXPECT_EQ(a, amax(x.data(), n)) << n;
+    }
+    if (n > 0) {
+      x[n / 2] = std::nanf("");
+      std::vector<uint8_t> got(n);
+      EXPECT_TRUE(std::isnan(f32_to_cfp8_amax(x.data(), got.data(), n, {Cfp8Layout::e5m2, 15})));
+      x[n / 2] = -std::numeric_limits<float>::infinity();
+      EXPECT_EQ(f32_to_cfp8_amax(x.data(), got.data(), n, {Cfp8Layout::e5m2, 15}),
+                std::numeric_limits<float>::infinity());
+    }
+  }
 }
 
 TEST(Convert, NaNsAreCounted) {

@@ -3,6 +3,8 @@
 // reuse, shape errors that name the op, the layer and both shapes.
 #include <tessera/core/autodiff.h>
 #include <tessera/core/nn.h>
+#include <tessera/core/precision.h>
+#include <tessera/kernels/gemm.h>
 #include <tessera/runtime/executor.h>
 
 #include <gtest/gtest.h>
@@ -365,6 +367,56 @@ TEST(Executor, EpilogueFusionMatchesUnfusedExecution) {
   EXPECT_TRUE(has(fused_kinds, "matmul+bias"));  // the last layer
   EXPECT_TRUE(has(fused_kinds, "matmul"));       // m3's producer, read twice, stays plain
   EXPECT_FALSE(has(plain_kinds, "conv2d+relu"));
+}
+
+// The cfp8 matmul encodes each operand in one pass with the bias its history predicts and
+// re-encodes when amax outgrows the history (core/ops_linalg.cc). Its results must be those of
+// amax-then-encode, run after run, while the inputs grow, shrink, spike and hold a NaN; a value
+// read twice in a run (a and a^T) is scanned once.
+TEST(Executor, Cfp8MatmulEqualsAmaxThenEncode) {
+  Graph g;
+  int a = g.input("a", {8, 40}), b = g.input("b", {40, 24});
+  int c = g.apply1("matmul", {a, b}, {{"precision", std::string("cfp8")}});
+  int d = g.apply1("matmul", {a, c}, {{"precision", std::string("cfp8")}, {"trans_a", int64_t{1}}});  // a read again
+  Executor ex(g, {c, d});
+  Cfp8Policy policy;
+  policy.history = 3;
+  PrecisionState state(policy), mirror(policy);
+  const float scales[] = {1, 1, 0.5f, 0.25f, 8, 1, 1, 1, 64, 0.01f, 0.01f, 0.01f, 0.01f, 2};
+  int step = 0;
+  for (float s : scales) {
+    Tensor ta = Tensor::normal({8, 40}, 0, s, 100 + step), tb = Tensor::normal({40, 24}, 0, 1.0 / s, 200 + step);
+    if (step == 7) ta.data<float>()[5] = std::nanf("");
+    ex.bind(a, ta);
+    ex.bind(b, tb);
+    RunState st;
+    st.precision = &state;
+    ex.run(st);
+    // The reference: amax, observe, encode, multiply; node ids and operand keys as the op uses.
+    auto encode = [&](const Tensor& x, int node, int k) {
+      int bias = mirror.observe({node, k}, x.data<float>(), static_cast<size_t>(x.numel()), Cfp8Layout::e4m3);
+      return x.to(DType::cfp8_e4m3, bias);
+    };
+    auto mm = [&](const Tensor& x, const Tensor& y, bool ta_, int node) {
+      Tensor qx = encode(x, node, 0), qy = encode(y, node, 1);
+      kernels::GemmDesc gd;
+      gd.trans_a = ta_;
+      gd.M = ta_ ? x.size(1) : x.size(0);
+      gd.K = ta_ ? x.size(0) : x.size(1);
+      gd.N = y.size(1);
+      gd.a_type = gd.b_type = DType::cfp8_e4m3;
+      gd.a_bias = qx.cfp8_bias();
+      gd.b_bias = qy.cfp8_bias();
+      Tensor out = Tensor::empty({gd.M, gd.N});
+      kernels::gemm(gd, qx.raw_data(), qy.raw_data(), out.raw_data());
+      return out;
+    };
+    Tensor want_c = mm(ta, tb, false, g.value(c).producer);
+    Tensor want_d = mm(ta, want_c, true, g.value(d).producer);
+    EXPECT_EQ(ex.get(c).to_f32_vector(), want_c.to_f32_vector()) << "step " << step;
+    EXPECT_EQ(ex.get(d).to_f32_vector(), want_d.to_f32_vector()) << "step " << step;
+    ++step;
+  }
 }
 
 TEST(Executor, BadBindsAreRejected) {
