@@ -77,6 +77,15 @@ inline __m512i gemm_load_f32x16(const GemmPackSrc& s, int64_t off, int64_t count
   }
 }
 
+// `count` (clamped to 0..32) consecutive cfp8 elements as two vectors of 16 f32 (zeros after):
+// one 32-lane table decode for both, where two gemm_load_f32x16 calls would decode 32 lanes
+// each and use 16.
+inline void gemm_load_cfp8_f32x32(const GemmPackSrc& s, int64_t off, int64_t count, __m512i& lo, __m512i& hi) {
+  const __m512i b = gemm_load_bf16x32<GemmSrc::cfp8>(s, off, count);
+  lo = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(b)), 16);
+  hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1)), 16);
+}
+
 // 16 words (steps) along k of row x, starting at element k.
 template <int KPACK, GemmSrc S>
 inline __m512i gemm_load_kwords(const GemmPackSrc& s, int64_t off, int64_t kleft) {
@@ -172,6 +181,29 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
       const int gw = std::min(16, w - g0);
       const int64_t rows = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
       const int64_t xb = x0 + p * w + g0;
+      if constexpr (KPACK == 1 && S == GemmSrc::cfp8) {
+        // cfp8 to f32: 32 steps of a row from one 32-lane decode, two transposes.
+        if (w == 8) {
+          for (int64_t s0 = 0; s0 < ksteps; s0 += 32) {
+            const int64_t kleft = kc - s0;
+            const int64_t koff = (k0 + s0) * s.sk;
+            __m512i lo[8], hi[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) {
+              if (i < rows) {
+                const int64_t off = (xb + i) * s.sx + koff;
+                _mm_prefetch(s.base + off + 256, _MM_HINT_T0);
+                gemm_load_cfp8_f32x32(s, off, kleft, lo[i], hi[i]);
+              } else {
+                lo[i] = hi[i] = _mm512_setzero_si512();
+              }
+            }
+            gemm_transpose8x16_store(lo, pd + s0 * 8, std::min<int64_t>(16, ksteps - s0));
+            if (ksteps - s0 > 16) gemm_transpose8x16_store(hi, pd + (s0 + 16) * 8, std::min<int64_t>(16, ksteps - s0 - 16));
+          }
+          continue;
+        }
+      }
       if (w == 8) {  // the A micro-panel: one group of 8 rows
         for (int64_t s0 = 0; s0 < ksteps; s0 += 16) {
           const int64_t kleft = kc - s0 * KPACK;
@@ -230,8 +262,18 @@ void gemm_pack_xcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
       uint32_t* pd = dst + p * w * ksteps + st * w;
       for (int g0 = 0; g0 < w; g0 += 16) {
         const int gw = std::min(16, w - g0);
-        const int64_t valid = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
         const int64_t off = (x0 + p * w + g0) * s.sx + k * s.sk;
+        if constexpr (KPACK == 1 && S == GemmSrc::cfp8) {
+          if (w - g0 >= 32) {  // two full groups from one decode
+            __m512i lo, hi;
+            gemm_load_cfp8_f32x32(s, off, std::clamp<int64_t>(nx - (p * w + g0), 0, 32), lo, hi);
+            _mm512_storeu_si512(pd + g0, lo);
+            _mm512_storeu_si512(pd + g0 + 16, hi);
+            g0 += 16;
+            continue;
+          }
+        }
+        const int64_t valid = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
         __m512i words;
         if constexpr (KPACK == 2) {
           const __m512i lo = _mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off, valid));

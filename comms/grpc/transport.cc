@@ -145,6 +145,7 @@ struct Incoming {
   std::unique_ptr<char[]> data;           // while no receive is bound (total bytes)
   std::shared_ptr<RecvOp> target;         // bound receive, written directly
   bool discard = false;                   // its receive went away: drop the rest
+  bool acked = false;                     // all bytes in and the sender's ack written
 };
 
 // Everything received from one source rank. Guarded by mu.
@@ -406,7 +407,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         in.fail_all({FailKind::remote, who(src) + " aborted: " + c.abort_reason});
         return gr::Status::OK;
       }
-      error = accept(src, in, c);
+      std::shared_ptr<Incoming> whole;
+      error = accept(src, in, c, whole);
       if (!error.empty()) {
         Ack nack;
         nack.set_tag(c.tag);
@@ -414,11 +416,24 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         stream->Write(nack);
         break;
       }
-      if (c.offset + c.size == c.total_bytes) {
+      if (whole) {
+        // Ack first, then complete the receive: a receiver that finishes its collective and
+        // then stops or dies must not leave the sender waiting for an ack it never wrote.
         Ack ack;
         ack.set_tag(c.tag);
         ack.set_received_bytes(c.total_bytes);
-        if (!stream->Write(ack)) break;
+        const bool ok = stream->Write(ack);
+        {
+          std::lock_guard<std::mutex> lock(in.mu);
+          whole->acked = true;
+          if (whole->target) {
+            whole->target->done = true;
+            whole->target->bound = nullptr;
+            whole->target.reset();
+            in.cv.notify_all();
+          }
+        }
+        if (!ok) break;
       }
     }
     if (src >= 0) {
@@ -436,8 +451,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
 
   // One chunk into the inbox of `src`: its payload is copied straight from gRPC's read slices to
   // the bound receive's buffer (or held for a receive not yet posted) while its crc32 is computed.
-  // Returns "" or what is wrong with it.
-  std::string accept(int src, Inbox& in, const WireChunk& c) {
+  // Returns "" or what is wrong with it; `whole` gets the message this chunk completed (the caller
+  // acknowledges it, then completes its receive).
+  std::string accept(int src, Inbox& in, const WireChunk& c, std::shared_ptr<Incoming>& whole) {
     if (c.src_rank != static_cast<uint32_t>(src)) return "chunk from rank " + std::to_string(c.src_rank) + " on rank " + std::to_string(src) + "'s stream";
     if (c.dst_rank != static_cast<uint32_t>(opt.rank)) return "chunk for rank " + std::to_string(c.dst_rank) + " arrived at rank " + std::to_string(opt.rank);
     if (c.total_bytes > kMaxMessageBytes) return "message of " + std::to_string(c.total_bytes) + " bytes is absurd";
@@ -482,12 +498,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     }
     inc->received += c.size;
     if (inc->received == inc->total) {
-      if (inc->target) {
-        inc->target->done = true;
-        inc->target->bound = nullptr;
-        inc->target.reset();
-        in.cv.notify_all();
-      }
+      whole = in.current;
       in.current.reset();
     }
     return "";
@@ -732,9 +743,9 @@ RequestPtr GrpcTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes
     }
     if (inc->received) std::memcpy(op->dst, inc->data.get(), inc->received);
     inc->data.reset();
-    if (inc->received == inc->total) {
+    if (inc->received == inc->total && inc->acked) {
       op->done = true;
-    } else {
+    } else {  // the rest of the bytes, or the ack, is still to come: the server thread completes it
       inc->target = op;
       op->bound = inc.get();
     }
