@@ -203,6 +203,34 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
           }
           continue;
         }
+        // 16 rows: the high 16 steps wait in L1 while the low 16 are transposed.
+        for (int64_t s0 = 0; s0 < ksteps; s0 += 32) {
+          const int64_t kleft = kc - s0;
+          const int64_t koff = (k0 + s0) * s.sk;
+          __m512i r[16];
+          alignas(64) uint32_t later[16][16];
+#pragma GCC unroll 16
+          for (int i = 0; i < 16; ++i) {
+            __m512i hi = _mm512_setzero_si512();
+            r[i] = hi;
+            if (i < rows) {
+              const int64_t off = (xb + i) * s.sx + koff;
+              _mm_prefetch(s.base + off + 256, _MM_HINT_T0);
+              gemm_load_cfp8_f32x32(s, off, kleft, r[i], hi);
+            }
+            _mm512_store_si512(later[i], hi);
+          }
+          gemm_transpose16(r);
+          int64_t nsteps = std::min<int64_t>(16, ksteps - s0);
+          for (int64_t t = 0; t < nsteps; ++t) gemm_store_words(pd + (s0 + t) * w + g0, gw, r[t]);
+          if (ksteps - s0 <= 16) continue;
+#pragma GCC unroll 16
+          for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(later[i]);
+          gemm_transpose16(r);
+          nsteps = std::min<int64_t>(16, ksteps - s0 - 16);
+          for (int64_t t = 0; t < nsteps; ++t) gemm_store_words(pd + (s0 + 16 + t) * w + g0, gw, r[t]);
+        }
+        continue;
       }
       if (w == 8) {  // the A micro-panel: one group of 8 rows
         for (int64_t s0 = 0; s0 < ksteps; s0 += 16) {
