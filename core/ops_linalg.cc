@@ -37,35 +37,54 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   PrecisionState& ps = *c.state.precision;
   bool is_grad = c.node.attrs.i(k == 0 ? "grad_a" : "grad_b", 0) != 0;
   Cfp8Layout layout = is_grad ? ps.policy().gradient : ps.policy().forward;
-  type = layout == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2;
+  const DType code_type = layout == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2;
   const size_t n = static_cast<size_t>(x.numel());
   const float* src = x.data<float>();
   const int value = c.node.inputs[k];
   const std::pair<int, int> key{c.node_id, k};
   const uint64_t offset = ps.sr_counter;
   ps.sr_counter += n;
-  auto encode = [&](int b) {
-    Tensor t = Tensor::empty(x.shape(), type, b);
-    kernels::f32_to_cfp8(src, t.data<uint8_t>(), n, {layout, b}, ps.policy().rounding, c.state.seed, offset);
+  // Nearest rounding hands the GEMM bf16 holding the exact cfp8 values (the same products, so
+  // the same results as cfp8 codes): packing then widens bf16 instead of decoding codes through
+  // a table. Stochastic rounding keeps the codes.
+  const bool as_bf16 = ps.policy().rounding == Rounding::nearest_even;
+  type = as_bf16 ? DType::bf16 : code_type;
+  // Encodes x with bias b; measures amax(x) on the way when asked.
+  auto encode = [&](int b, float* amax) {
+    if (as_bf16) {
+      Tensor t = Tensor::empty(x.shape(), DType::bf16);
+      const float a = kernels::f32_to_cfp8_as_bf16_amax(src, t.data<uint16_t>(), n, {layout, b});
+      if (amax) *amax = a;
+      return t;
+    }
+    Tensor t = Tensor::empty(x.shape(), code_type, b);
+    if (amax) {
+      *amax = kernels::f32_to_cfp8_amax(src, t.data<uint8_t>(), n, {layout, b}, ps.policy().rounding, c.state.seed, offset);
+    } else {
+      kernels::f32_to_cfp8(src, t.data<uint8_t>(), n, {layout, b}, ps.policy().rounding, c.state.seed, offset);
+    }
     return t;
   };
+  int b;
   float amax;
   const int guess = ps.predict(key, layout);
+  Tensor t;
   if (ps.known_amax(value, src, n, amax) || guess < 0) {
     // Another op scanned this tensor this run, or there is no history yet: amax first.
-    bias = ps.observe_amax(key, ps.amax_of(value, src, n), layout);
-    return encode(bias);
+    b = ps.observe_amax(key, ps.amax_of(value, src, n), layout);
+    t = encode(b, nullptr);
+  } else {
+    // Encode with the bias the history predicts while measuring amax (one pass over x); the
+    // policy's bias differs only when amax outgrew the history, and then x is encoded again, so
+    // the values are always those of amax-then-encode. (NaN inputs are then counted twice in
+    // cfp8_invalid_count.)
+    t = encode(guess, &amax);
+    ps.remember_amax(value, src, n, amax);
+    b = ps.observe_amax(key, amax, layout);
+    if (b != guess) t = encode(b, nullptr);
   }
-  // Encode with the bias the history predicts while measuring amax (one pass over x); the
-  // policy's bias differs only when amax outgrew the history, and then x is encoded again, so
-  // the bytes are always those of amax-then-encode. (NaN inputs are then counted twice in
-  // cfp8_invalid_count.)
-  Tensor t = Tensor::empty(x.shape(), type, guess);
-  amax = kernels::f32_to_cfp8_amax(src, t.data<uint8_t>(), n, {layout, guess}, ps.policy().rounding,
-                                   c.state.seed, offset);
-  ps.remember_amax(value, src, n, amax);
-  bias = ps.observe_amax(key, amax, layout);
-  return bias == guess ? t : encode(bias);
+  bias = as_bf16 ? -1 : b;
+  return t;
 }
 
 void run_matmul_fused(OpContext& c, const Epilogue& e) {

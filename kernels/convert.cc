@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace tessera::kernels {
@@ -19,6 +20,7 @@ const ConvertFns* convert_fns_avx512() { return nullptr; }
 #else
 void f32_round_bf16_avx512(const float* s, float* d, size_t n);
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f);
+size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax);
 #endif
 
 namespace {
@@ -110,6 +112,40 @@ float f32_to_cfp8_amax(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
                        uint64_t seed, uint64_t offset) {
   float m = 0.f;
   f32_to_cfp8_pieces(src, dst, n, fmt, rounding, seed, offset, &m);
+  return m;
+}
+
+float f32_to_cfp8_as_bf16_amax(const float* src, uint16_t* dst, size_t n, Cfp8Format fmt) {
+  check_cfp8_bias(fmt.bias);
+  const ConvertFns& fns = convert_fns();
+  const ReduceFns& red = reduce_fns();
+  std::vector<size_t> nans(chunk_count(n, kPiece), 0);
+  std::vector<float> partial(nans.size(), 0.f);
+  for_each_indexed_chunk(n, kPiece, [&](size_t c, size_t i, size_t j) {
+#if defined(TESSERA_HAVE_AVX512)
+    if (active_isa() >= Isa::avx512) {
+      nans[c] = f32_round_cfp8_bf16_avx512(src + i, dst + i, j - i, fmt, &partial[c]);
+      return;
+    }
+#endif
+    // Other rungs: through the cfp8 codes, a block at a time.
+    constexpr size_t kStep = 1024;
+    alignas(64) uint8_t q[kStep];
+    for (size_t b = i; b < j; b += kStep) {
+      const size_t m = std::min(kStep, j - b);
+      nans[c] += fns.f32_to_cfp8_rne(src + b, q, m, fmt);
+      fns.cfp8_to_bf16(q, dst + b, m, fmt);
+    }
+    partial[c] = red.amax(src + i, j - i);
+  });
+  size_t total = 0;
+  float m = 0.f;
+  for (size_t c = 0; c < nans.size(); ++c) {
+    total += nans[c];
+    if (std::isnan(partial[c]) || std::isnan(m)) m = std::numeric_limits<float>::quiet_NaN();
+    else m = std::max(m, partial[c]);
+  }
+  if (total) cfp8_invalid_counter().fetch_add(total, std::memory_order_relaxed);
   return m;
 }
 

@@ -32,6 +32,11 @@ void f32_to_cfp8(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
 float f32_to_cfp8_amax(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt,
                        Rounding rounding = Rounding::nearest_even, uint64_t seed = 0,
                        uint64_t offset = 0);
+// bf16 holding the nearest cfp8 value of each src element (round to nearest even, as
+// f32_to_cfp8; exact, since every cfp8 value is a bf16 value): cfp8_to_bf16(f32_to_cfp8(x)) in
+// one pass, returning amax(src). For GEMM operands on CPUs whose GEMM widens narrow types to f32
+// anyway: packing bf16 needs no table decode. NaN -> +0 (counted in cfp8_invalid_count()).
+float f32_to_cfp8_as_bf16_amax(const float* src, uint16_t* dst, size_t n, Cfp8Format fmt);
 void cfp8_to_f32(const uint8_t* src, float* dst, size_t n, Cfp8Format fmt);
 void cfp8_to_bf16(const uint8_t* src, uint16_t* dst, size_t n, Cfp8Format fmt);
 

@@ -9,6 +9,8 @@
 
 #include <immintrin.h>
 
+#include <limits>
+
 namespace tessera::kernels {
 namespace {
 
@@ -163,6 +165,27 @@ size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
     _mm512_mask_storeu_ps(d + i, m, round(_mm512_maskz_loadu_ps(m, s + i), &nan));
     nans += __builtin_popcount(nan & m);
   }
+  return nans;
+}
+
+// f32 -> bf16 bits of the nearest cfp8 value (exact: the rounded f32 has 16 zero low bits), and
+// max |x| with NaN reported through the return of *amax. Returns the number of NaN inputs.
+size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax) {
+  const Cfp8Round512 round(f);
+  __m512 m = _mm512_setzero_ps();
+  size_t nans = 0;
+  auto step = [&](__mmask16 k, size_t i) {
+    const __m512 v = _mm512_maskz_loadu_ps(k, s + i);
+    __mmask16 nan;
+    const __m512i r = _mm512_castps_si512(round(v, &nan));
+    nans += __builtin_popcount(nan & k);
+    m = _mm512_max_ps(m, _mm512_abs_ps(v));  // NaN lanes are accounted for by `nans`
+    _mm256_mask_storeu_epi16(d + i, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+  };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) step(0xffff, i);
+  if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
+  *amax = nans ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(m);
   return nans;
 }
 

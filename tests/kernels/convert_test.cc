@@ -202,6 +202,27 @@ TEST_P(ConvertRung, EncodeWithAmaxEqualsEncodeThenAmax) {
   }
 }
 
+TEST_P(ConvertRung, Cfp8AsBf16EqualsEncodeThenWiden) {
+  for (size_t n : {size_t{0}, size_t{5}, size_t{16}, size_t{1000}, size_t{65536 * 2 + 9}}) {
+    auto x = inputs(n, 23);  // specials included: NaN, +-Inf, zeros, subnormals
+    size_t expect_nans = 0;
+    for (float v : x) expect_nans += std::isnan(v);
+    for (Cfp8Format f : {Cfp8Format{Cfp8Layout::e4m3, 7}, Cfp8Format{Cfp8Layout::e4m3, 20},
+                         Cfp8Format{Cfp8Layout::e5m2, 15}, Cfp8Format{Cfp8Layout::e5m2, 40}}) {
+      std::vector<uint8_t> q(n);
+      std::vector<uint16_t> want(n), got(n);
+      f32_to_cfp8(x.data(), q.data(), n, f);
+      cfp8_to_bf16(q.data(), want.data(), n, f);
+      const uint64_t before = cfp8_invalid_count();
+      const float a = f32_to_cfp8_as_bf16_amax(x.data(), got.data(), n, f);
+      EXPECT_EQ(cfp8_invalid_count() - before, expect_nans);
+      EXPECT_EQ(got, want) << "n " << n << " bias " << f.bias;
+      const float ref = amax(x.data(), n);
+      if (std::isnan(ref)) EXPECT_TRUE(std::isnan(a)); else EXPECT_EQ(a, ref);
+    }
+  }
+}
+
 TEST(Convert, NaNsAreCounted) {
   std::vector<float> x(40, std::nanf(""));
   std::vector<uint8_t> c(40);
