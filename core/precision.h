@@ -9,6 +9,11 @@
 // Bias selection: the largest bias (finest resolution) whose max still covers the largest
 // amax seen in the last `history` steps times 2^margin. Weights, activations and gradients
 // each have their own history (keyed by graph node and operand).
+//
+// Cost: a tensor's amax is taken once per executor run however many ops read it (amax_of), and
+// matmul operands are encoded with the predicted bias while their amax is measured, re-encoded
+// only when the policy's bias turns out different (predict; core/ops_linalg.cc), so the values
+// are always those of amax-then-encode.
 #pragma once
 
 #include <tessera/core/cfp8.h>
