@@ -75,11 +75,12 @@ using Outs = std::vector<ValueType>;
 using Grads = std::vector<int>;  // one per input, -1 for none
 
 // What the executor may fold into a producer's store (GEMM/conv epilogues): a bias along the
-// last dimension, then an activation.
+// last dimension, then an activation; or (max-pool gradient) a following relu_grad's mask.
 enum class FusedAct { none, relu };
 struct Epilogue {
   const Tensor* bias = nullptr;  // f32 [last dim], or null
   FusedAct act = FusedAct::none;
+  const Tensor* relu_mask = nullptr;  // relu_grad(mask, out) absorbed: out where mask > 0, else 0
 };
 
 struct OpDef {

@@ -179,10 +179,14 @@ void register_conv_ops(OpRegistry& r) {
   r.add(mp);
   OpDef mpg{"maxpool2d_grad", 2};
   mpg.infer = [](const Node& n, const Ins&) { return Outs{{Shape(n.attrs.ints("input_shape")), DType::f32}}; };
-  mpg.run = [](OpContext& c) {
+  mpg.run_fused = [](OpContext& c, const Epilogue& e) {
     auto p = pool_desc(c.node, c.out[0]->shape());
-    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), c.out[0]->data<float>());
+    TESSERA_INTERNAL_ASSERT(!e.bias && e.act == FusedAct::none, "maxpool2d_grad absorbs only a relu_grad");
+    TESSERA_INTERNAL_ASSERT(!e.relu_mask || e.relu_mask->shape() == c.out[0]->shape(), "relu_grad mask shape");
+    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), c.out[0]->data<float>(),
+                                e.relu_mask ? e.relu_mask->data<float>() : nullptr);
   };
+  mpg.run = [run = mpg.run_fused](OpContext& c) { run(c, {}); };
   r.add(mpg);
 
   OpDef ap{"avgpool2d", 1};

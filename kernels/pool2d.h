@@ -6,8 +6,11 @@
 //   avgpool2d_forward(p, x, y);             // padding counts in the divisor (PyTorch default)
 //
 // Max pooling propagates NaN (a NaN in a window is its maximum, as in PyTorch); ties keep the
-// first maximum in window order. The inner loop runs over contiguous channels, vectorized by the
-// compiler; images x output rows are split over oneTBB. Bad descriptors throw ValueError.
+// first maximum in window order. The inner loops run over contiguous channels, vectorized by the
+// compiler once per ISA rung (scalar, avx512; pool2d_loops.h), chosen by dispatch.h's select();
+// images x output rows (forward) or images (backward) are split over oneTBB. The backward of max
+// pooling writes each position once when the windows tile the input (stride == window, no
+// padding). Bad descriptors throw ValueError.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +26,25 @@ struct Pool2dDesc {
 };
 
 void pool2d_validate(const Pool2dDesc& p);
+
+// One rung's loops: a forward output row (n, oh), a backward image n (dx of that image written).
+struct Pool2dFns {
+  void (*maxpool_forward_row)(const Pool2dDesc&, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh);
+  void (*maxpool_backward_image)(const Pool2dDesc&, const float* dy, const int32_t* argmax, float* dx,
+                                 const float* relu_mask, int64_t n);
+  void (*avgpool_forward_row)(const Pool2dDesc&, const float* x, float* y, int64_t n, int64_t oh);
+  void (*avgpool_backward_image)(const Pool2dDesc&, const float* dy, float* dx, int64_t n);
+};
+// Per-rung tables (nullptr where the rung was not compiled in), and the dispatched one.
+const Pool2dFns* pool2d_fns_scalar();
+const Pool2dFns* pool2d_fns_avx512();
+const Pool2dFns& pool2d_fns();
+const char* pool2d_impl_name();
 void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax);
-void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx);
+// With relu_mask (the shape of dx): dx where relu_mask > 0, else 0 — relu_backward(relu_mask, dx)
+// in the same pass (the executor fuses relu_grad after maxpool2d_grad).
+void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
+                        const float* relu_mask = nullptr);
 void avgpool2d_forward(const Pool2dDesc& p, const float* x, float* y);
 void avgpool2d_backward(const Pool2dDesc& p, const float* dy, float* dx);
 

@@ -30,7 +30,9 @@ Executor::Executor(const Graph& g, std::vector<int> fetch) : g_(g), fetch_(std::
   plan_fusion();
   last_use_.assign(g.num_values(), -1);
   for (size_t pos = 0; pos < order_.size(); ++pos) {
-    for (int in : g.node(order_[pos]).inputs) last_use_[in] = static_cast<int>(pos);
+    // An absorbed node's inputs are read when its producer runs.
+    const int at = fusion_[pos].skip ? fusion_[pos].fused_into : static_cast<int>(pos);
+    for (int in : g.node(order_[pos]).inputs) last_use_[in] = std::max(last_use_[in], at);
   }
   values_.resize(g.num_values());
   bound_.assign(g.num_values(), 0);
@@ -60,6 +62,20 @@ void Executor::plan_fusion() {
     int cur = p.outputs[0];
     std::vector<int> absorbed;
     int next = sole_user(cur);
+    if (p.op == "maxpool2d_grad" && next >= 0) {
+      // relu_grad(y, maxpool2d_grad(...)): the gradient routed to each window's maximum is kept
+      // where the relu output y is positive, in the same pass.
+      const Node& r = g_.node(order_[next]);
+      if (r.op == "relu_grad" && r.inputs[1] == cur && r.inputs[0] != cur) {
+        f.relu_mask_value = r.inputs[0];
+        f.label += "+relu_grad";
+        fusion_[next].skip = true;
+        fusion_[next].fused_into = static_cast<int>(pos);
+        f.final_value = r.outputs[0];
+        fusion_[pos] = f;
+      }
+      continue;
+    }
     bool has_bias_input = p.op == "conv2d" && p.inputs.size() == 3;
     if (next >= 0 && !has_bias_input) {
       const Node& b = g_.node(order_[next]);
@@ -80,7 +96,10 @@ void Executor::plan_fusion() {
     }
     if (absorbed.empty()) continue;
     f.final_value = cur;
-    for (int a : absorbed) fusion_[a].skip = true;
+    for (int a : absorbed) {
+      fusion_[a].skip = true;
+      fusion_[a].fused_into = static_cast<int>(pos);
+    }
     fusion_[pos] = f;
   }
 }
@@ -152,7 +171,8 @@ void Executor::run(RunState& state) {
     }
     auto t0 = std::chrono::steady_clock::now();
     if (fu.final_value >= 0) {
-      def.run_fused(ctx, Epilogue{fu.bias_value >= 0 ? &values_[fu.bias_value] : nullptr, fu.act});
+      def.run_fused(ctx, Epilogue{fu.bias_value >= 0 ? &values_[fu.bias_value] : nullptr, fu.act,
+                                  fu.relu_mask_value >= 0 ? &values_[fu.relu_mask_value] : nullptr});
     } else {
       def.run(ctx);
     }
@@ -186,10 +206,10 @@ std::string Executor::stats_table() const {
   for (const auto& r : rows) total += r.second.seconds;
   std::ostringstream os;
   char line[160];
-  std::snprintf(line, sizeof line, "%-20s %8s %10s %7s %10s\n", "op", "calls", "time ms", "share", "GFLOP/s");
+  std::snprintf(line, sizeof line, "%-26s %8s %10s %7s %10s\n", "op", "calls", "time ms", "share", "GFLOP/s");
   os << line;
   for (const auto& [name, st] : rows) {
-    std::snprintf(line, sizeof line, "%-20s %8lld %10.2f %6.1f%% %10.1f\n", name.c_str(),
+    std::snprintf(line, sizeof line, "%-26s %8lld %10.2f %6.1f%% %10.1f\n", name.c_str(),
                   static_cast<long long>(st.calls), st.seconds * 1e3, total > 0 ? 100 * st.seconds / total : 0,
                   st.seconds > 0 ? st.flops / st.seconds / 1e9 : 0);
     os << line;

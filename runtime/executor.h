@@ -74,6 +74,8 @@ class Executor {
     int final_value = -1;   // >= 0: run fused, writing this value
     int bias_value = -1;
     FusedAct act = FusedAct::none;
+    int relu_mask_value = -1;  // maxpool2d_grad + relu_grad: relu_grad's mask input
+    int fused_into = -1;       // skipped nodes: the position of the producer that absorbed them
     std::string label;      // stats name, e.g. "matmul+bias+relu"
   };
   std::vector<Fusion> fusion_;

@@ -9,6 +9,7 @@
 #include <oneapi/tbb/task_arena.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -226,10 +227,26 @@ void naive_pool(const Pool2dDesc& p, const std::vector<float>& x, bool max, std:
         }
 }
 
-TEST(Pool2d, ForwardAndBackwardMatchNaiveLoops) {
+// At every rung (the same loops compiled per ISA, pool2d_loops.h), against naive loops; the
+// descriptors include windows that tile the input (the backward's write-once path) with odd
+// sizes whose last row/column no window covers, overlapping windows and padding.
+class PoolRung : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (GetParam() > cpu_isa() || GetParam() > compiled_isa()) GTEST_SKIP() << "rung unavailable";
+    cap_ = std::make_unique<ScopedIsaCap>(GetParam());
+  }
+  std::unique_ptr<ScopedIsaCap> cap_;
+};
+INSTANTIATE_TEST_SUITE_P(Rungs, PoolRung, ::testing::Values(Isa::scalar, Isa::avx512),
+                         [](const auto& i) { return std::string(isa_name(i.param)); });
+
+TEST_P(PoolRung, ForwardAndBackwardMatchNaiveLoops) {
+  EXPECT_STREQ(pool2d_impl_name(), GetParam() >= Isa::avx512 ? "avx512" : "scalar");
   const Pool2dDesc descs[] = {
       {2, 28, 28, 32, 2, 2, 2, 2, 0, 0}, {1, 7, 9, 3, 3, 3, 2, 2, 1, 1}, {3, 5, 5, 17, 2, 2, 1, 1, 0, 0},
-      {1, 14, 14, 64, 2, 2, 2, 2, 0, 0}, {2, 6, 7, 1, 3, 2, 1, 2, 1, 0},
+      {1, 14, 14, 64, 2, 2, 2, 2, 0, 0}, {2, 6, 7, 1, 3, 2, 1, 2, 1, 0},  {2, 7, 9, 20, 2, 2, 2, 2, 0, 0},
+      {1, 9, 8, 33, 3, 2, 3, 2, 0, 0},
   };
   for (const auto& p : descs) {
     auto x = randn(p.N * p.H * p.W * p.C, 7);
@@ -246,6 +263,7 @@ TEST(Pool2d, ForwardAndBackwardMatchNaiveLoops) {
     // linearity for avg, and via the argmax routing for max.
     auto dy = randn(y.size(), 8);
     std::vector<float> dx(x.size());
+    std::fill(dx.begin(), dx.end(), std::nanf(""));  // every element must be written
     maxpool2d_backward(p, dy.data(), arg.data(), dx.data());
     std::vector<double> expect(x.size(), 0);
     for (int64_t n = 0; n < p.N; ++n)
@@ -257,6 +275,26 @@ TEST(Pool2d, ForwardAndBackwardMatchNaiveLoops) {
           expect[src] += dy[i];
         }
     for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(dx[i], expect[i], 1e-5);
+    // Where no two windows overlap, each gradient is copied: exact, and never -0.
+    if (p.stride_h >= p.R && p.stride_w >= p.S) {
+      for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(dx[i], static_cast<float>(expect[i])) << i;
+      std::vector<float> negz(dy.size(), -0.0f);
+      maxpool2d_backward(p, negz.data(), arg.data(), dx.data());
+      for (float v : dx) ASSERT_FALSE(std::signbit(v)) << "0 + (-0) is +0";
+    }
+    // With a relu mask: relu_backward(mask, dx) in the same pass, bit for bit.
+    {
+      std::vector<float> plain(x.size()), masked(x.size(), std::nanf("")), mask = randn(x.size(), 9);
+      mask[0] = std::nanf("");  // NaN is not > 0
+      for (size_t i = 1; i < mask.size(); i += 3) mask[i] = i % 2 ? 0.0f : -0.0f;  // zeros are not > 0
+      maxpool2d_backward(p, dy.data(), arg.data(), plain.data());
+      maxpool2d_backward(p, dy.data(), arg.data(), masked.data(), mask.data());
+      for (size_t i = 0; i < x.size(); ++i) {
+        const float want = mask[i] > 0.0f ? plain[i] : 0.0f;
+        ASSERT_EQ(std::memcmp(&masked[i], &want, sizeof(float)), 0) << i << ": " << masked[i] << " vs " << want;
+      }
+    }
+    std::fill(dx.begin(), dx.end(), std::nanf(""));
     avgpool2d_backward(p, dy.data(), dx.data());
     // <dy, avg(x)> == <avg^T(dy), x>
     std::vector<float> ya;

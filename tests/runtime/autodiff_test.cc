@@ -419,6 +419,50 @@ TEST(Executor, Cfp8MatmulEqualsAmaxThenEncode) {
   }
 }
 
+// relu -> max pool: the pool's gradient absorbs the relu gradient (maxpool2d_grad+relu_grad),
+// for windows that tile the input (2x2 stride 2) and overlapping ones (3x3 stride 1, padding 1),
+// with the same bits as running them apart. 0 and negative activations are plentiful (relu).
+TEST(Executor, MaxPoolGradAbsorbsReluGrad) {
+  Graph g;
+  Attrs pad{{"pad", std::vector<int64_t>{1, 1}}};
+  int x = g.input("x", {2, 8, 8, 3});
+  int w = g.param("w", {3, 3, 3, 5}), w2 = g.param("w2", {3, 3, 5, 5}), shift = g.param("shift", {5});
+  int h = g.apply1("relu", {g.apply1("conv2d", {x, w}, pad)});
+  h = g.apply("maxpool2d", {h}, {{"window", std::vector<int64_t>{2, 2}}})[0];  // tiled: [2, 4, 4, 5]
+  h = g.apply1("relu", {g.apply1("bias_add", {g.apply1("conv2d", {h, w2}, pad), shift})});  // many zeros
+  h = g.apply("maxpool2d", {h}, {{"window", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{1, 1}},
+                                 {"pad", std::vector<int64_t>{1, 1}}})[0];  // overlapping
+  std::map<int, Tensor> feeds{{x, Tensor::normal({2, 8, 8, 3}, 0, 1, 11)}, {w, Tensor::normal({3, 3, 3, 5}, 0, 0.5, 12)},
+                              {w2, Tensor::normal({3, 3, 5, 5}, 0, 0.5, 13)}, {shift, Tensor::full({5}, -1.0)}};
+  int loss = weighted_loss(g, feeds, h);
+  Gradients gr = append_backward(g, loss, {x, w, w2});
+  std::vector<int> fetch{loss, gr.of(x), gr.of(w), gr.of(w2)};
+  auto run = [&](const char* fusion) {
+    setenv("TESSERA_FUSION", fusion, 1);
+    Executor ex(g, fetch);
+    unsetenv("TESSERA_FUSION");
+    for (auto& [id, t] : feeds) ex.bind(id, t);
+    ex.bind(gr.seed, Tensor::full({}, 1.0));
+    RunState st;
+    ex.run(st);
+    std::vector<std::vector<float>> vals;
+    for (int v : fetch) vals.push_back(ex.get(v).to_f32_vector());
+    return std::make_pair(vals, ex.op_stats().count("maxpool2d_grad+relu_grad") ? ex.op_stats().at("maxpool2d_grad+relu_grad").calls : 0);
+  };
+  auto [fused, fused_calls] = run("1");
+  auto [plain, plain_calls] = run("0");
+  EXPECT_EQ(fused_calls, 2);
+  EXPECT_EQ(plain_calls, 0);
+  ASSERT_EQ(fused.size(), plain.size());
+  for (size_t i = 0; i < fused.size(); ++i) {
+    ASSERT_EQ(fused[i].size(), plain[i].size());
+    EXPECT_EQ(std::memcmp(fused[i].data(), plain[i].data(), fused[i].size() * sizeof(float)), 0) << "fetch " << i;
+  }
+  double nonzero = 0;
+  for (float v : fused[1]) nonzero += v != 0;
+  EXPECT_GT(nonzero, 0) << "gradients reach the input";
+}
+
 TEST(Executor, BadBindsAreRejected) {
   Graph g;
   int x = g.input("x", {2, 3});

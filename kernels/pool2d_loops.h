@@ -1,0 +1,145 @@
+// The loops of pool2d.cc, compiled once per ISA rung (pool2d_scalar.cc, pool2d_avx512.cc): the
+// same source, vectorized over contiguous channels by the compiler at each rung's width. Every
+// function handles one output row (forward) or one image (backward); pool2d.cc validates,
+// splits the work over oneTBB and dispatches. Include only from those two files.
+#pragma once
+
+#include <tessera/kernels/pool2d.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace tessera::kernels {
+namespace {
+
+void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh) {
+  const int64_t OW = p.OW(), C = p.C;
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    float* yo = y + ((n * p.OH() + oh) * OW + ow) * C;
+    int32_t* ao = argmax ? argmax + ((n * p.OH() + oh) * OW + ow) * C : nullptr;
+    bool first = true;
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t ih = oh * p.stride_h - p.pad_h + r;
+      if (ih < 0 || ih >= p.H) continue;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t iw = ow * p.stride_w - p.pad_w + s;
+        if (iw < 0 || iw >= p.W) continue;
+        const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
+        const int32_t idx = static_cast<int32_t>(ih * p.W + iw);
+        if (first) {
+          std::memcpy(yo, xi, C * sizeof(float));
+          if (ao) for (int64_t c = 0; c < C; ++c) ao[c] = idx;
+          first = false;
+          continue;
+        }
+        // x != x is NaN: a NaN is taken once and then kept (nothing compares greater).
+        if (ao) {
+          for (int64_t c = 0; c < C; ++c) {
+            const bool take = xi[c] > yo[c] || xi[c] != xi[c];
+            yo[c] = take ? xi[c] : yo[c];
+            ao[c] = take ? idx : ao[c];
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
+        }
+      }
+    }
+  }
+}
+
+// dx of image n: zero, then dy added at each argmax, then (with relu_mask) kept only where the
+// mask is positive. When the windows tile the image (stride == window, no padding) every
+// position receives at most one window's gradient, so it is written once, selected by its argmax
+// (and the mask), with no zero pass or scatter; "+ 0.0f" turns a -0 gradient into +0 as 0 + dy
+// does. Positions past the last window are zeroed.
+void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
+                            const float* relu_mask, int64_t n) {
+  const int64_t OH = p.OH(), OW = p.OW(), C = p.C, HW = p.H * p.W;
+  float* base = dx + n * HW * C;
+  const float* mask = relu_mask ? relu_mask + n * HW * C : nullptr;
+  const bool tiled = p.stride_h == p.R && p.stride_w == p.S && p.pad_h == 0 && p.pad_w == 0;
+  if (!tiled) {
+    std::memset(base, 0, static_cast<size_t>(HW * C) * sizeof(float));
+    for (int64_t o = 0; o < OH * OW; ++o) {
+      const float* g = dy + (n * OH * OW + o) * C;
+      const int32_t* a = argmax + (n * OH * OW + o) * C;
+      for (int64_t c = 0; c < C; ++c) base[static_cast<int64_t>(a[c]) * C + c] += g[c];
+    }
+    if (mask) {
+      for (int64_t i = 0; i < HW * C; ++i) base[i] = mask[i] > 0.0f ? base[i] : 0.0f;
+    }
+    return;
+  }
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const float* g = dy + ((n * OH + oh) * OW + ow) * C;
+      const int32_t* a = argmax + ((n * OH + oh) * OW + ow) * C;
+      for (int64_t r = 0; r < p.R; ++r) {
+        for (int64_t s = 0; s < p.S; ++s) {
+          const int64_t pos = (oh * p.R + r) * p.W + ow * p.S + s;
+          const int32_t idx = static_cast<int32_t>(pos);
+          float* d = base + pos * C;
+          if (mask) {
+            const float* m = mask + pos * C;
+            for (int64_t c = 0; c < C; ++c) d[c] = (a[c] == idx && m[c] > 0.0f ? g[c] : 0.0f) + 0.0f;
+          } else {
+            for (int64_t c = 0; c < C; ++c) d[c] = (a[c] == idx ? g[c] : 0.0f) + 0.0f;
+          }
+        }
+      }
+    }
+    // Columns right of the last window, in this band of rows.
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t row = oh * p.R + r, first_col = OW * p.S;
+      if (first_col < p.W) std::memset(base + (row * p.W + first_col) * C, 0, static_cast<size_t>((p.W - first_col) * C) * sizeof(float));
+    }
+  }
+  // Rows below the last window.
+  const int64_t first_row = OH * p.R;
+  if (first_row < p.H) std::memset(base + first_row * p.W * C, 0, static_cast<size_t>((p.H - first_row) * p.W * C) * sizeof(float));
+}
+
+void avgpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int64_t n, int64_t oh) {
+  const int64_t OW = p.OW(), C = p.C;
+  const float inv = 1.0f / static_cast<float>(p.R * p.S);
+  for (int64_t ow = 0; ow < OW; ++ow) {
+    float* yo = y + ((n * p.OH() + oh) * OW + ow) * C;
+    std::memset(yo, 0, C * sizeof(float));
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t ih = oh * p.stride_h - p.pad_h + r;
+      if (ih < 0 || ih >= p.H) continue;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t iw = ow * p.stride_w - p.pad_w + s;
+        if (iw < 0 || iw >= p.W) continue;
+        const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
+        for (int64_t c = 0; c < C; ++c) yo[c] += xi[c];
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) yo[c] *= inv;
+  }
+}
+
+void avgpool_backward_image(const Pool2dDesc& p, const float* dy, float* dx, int64_t n) {
+  const int64_t OH = p.OH(), OW = p.OW(), C = p.C;
+  const float inv = 1.0f / static_cast<float>(p.R * p.S);
+  std::memset(dx + n * p.H * p.W * C, 0, static_cast<size_t>(p.H * p.W * C) * sizeof(float));
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const float* g = dy + ((n * OH + oh) * OW + ow) * C;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t ih = oh * p.stride_h - p.pad_h + r;
+        if (ih < 0 || ih >= p.H) continue;
+        for (int64_t s = 0; s < p.S; ++s) {
+          const int64_t iw = ow * p.stride_w - p.pad_w + s;
+          if (iw < 0 || iw >= p.W) continue;
+          float* d = dx + ((n * p.H + ih) * p.W + iw) * C;
+          for (int64_t c = 0; c < C; ++c) d[c] += g[c] * inv;
+        }
+      }
+    }
+}
+
+const Pool2dFns kPoolFns = {maxpool_forward_row, maxpool_backward_image, avgpool_forward_row, avgpool_backward_image};
+
+}  // namespace
+}  // namespace tessera::kernels
