@@ -316,6 +316,27 @@ TEST(Executor, ReusesBuffersAndReportsStats) {
   EXPECT_THROW(ex.get(x + 1), ValueError);
 }
 
+// Runs the graph once with TESSERA_FUSION set to `fusion`; returns the fetched values and the
+// executor's op kinds with their call counts.
+struct FusionRun {
+  std::vector<std::vector<float>> vals;
+  std::map<std::string, int64_t> calls;
+};
+FusionRun run_with_fusion(Graph& g, const std::map<int, Tensor>& feeds, int seed, const std::vector<int>& fetch,
+                          const char* fusion) {
+  setenv("TESSERA_FUSION", fusion, 1);
+  Executor ex(g, fetch);
+  unsetenv("TESSERA_FUSION");
+  for (auto& [id, t] : feeds) ex.bind(id, t);
+  ex.bind(seed, Tensor::full({}, 1.0));
+  RunState st;
+  ex.run(st);
+  FusionRun r;
+  for (int v : fetch) r.vals.push_back(ex.get(v).to_f32_vector());
+  for (const auto& [k, v] : ex.op_stats()) r.calls[k] = v.calls;
+  return r;
+}
+
 TEST(Executor, EpilogueFusionMatchesUnfusedExecution) {
   // conv2d(+bias input)+relu, conv2d + bias_add + relu, matmul + bias_add + relu, matmul + bias_add,
   // and a bias_add whose input is also read elsewhere (must not fuse).
@@ -344,22 +365,13 @@ TEST(Executor, EpilogueFusionMatchesUnfusedExecution) {
   Gradients gr = append_backward(g, loss, params);
   std::vector<int> fetch{loss, out};
   for (int p : params) fetch.push_back(gr.of(p));
-  auto run = [&](const char* fusion) {
-    setenv("TESSERA_FUSION", fusion, 1);
-    Executor ex(g, fetch);
-    unsetenv("TESSERA_FUSION");
-    for (auto& [id, t] : feeds) ex.bind(id, t);
-    ex.bind(gr.seed, Tensor::full({}, 1.0));
-    RunState st;
-    ex.run(st);
-    std::vector<std::vector<float>> vals;
-    for (int v : fetch) vals.push_back(ex.get(v).to_f32_vector());
-    std::vector<std::string> kinds;
-    for (const auto& [k, v] : ex.op_stats()) kinds.push_back(k);
-    return std::make_pair(vals, kinds);
-  };
-  auto [fused, fused_kinds] = run("1");
-  auto [plain, plain_kinds] = run("0");
+  FusionRun fused_run = run_with_fusion(g, feeds, gr.seed, fetch, "1");
+  FusionRun plain_run = run_with_fusion(g, feeds, gr.seed, fetch, "0");
+  const auto& fused = fused_run.vals;
+  const auto& plain = plain_run.vals;
+  std::vector<std::string> fused_kinds, plain_kinds;
+  for (const auto& [k, n] : fused_run.calls) fused_kinds.push_back(k);
+  for (const auto& [k, n] : plain_run.calls) plain_kinds.push_back(k);
   EXPECT_EQ(fused, plain);
   auto has = [](const std::vector<std::string>& v, const char* k) { return std::find(v.begin(), v.end(), k) != v.end(); };
   EXPECT_TRUE(has(fused_kinds, "conv2d+relu"));
@@ -437,20 +449,12 @@ TEST(Executor, MaxPoolGradAbsorbsReluGrad) {
   int loss = weighted_loss(g, feeds, h);
   Gradients gr = append_backward(g, loss, {x, w, w2});
   std::vector<int> fetch{loss, gr.of(x), gr.of(w), gr.of(w2)};
-  auto run = [&](const char* fusion) {
-    setenv("TESSERA_FUSION", fusion, 1);
-    Executor ex(g, fetch);
-    unsetenv("TESSERA_FUSION");
-    for (auto& [id, t] : feeds) ex.bind(id, t);
-    ex.bind(gr.seed, Tensor::full({}, 1.0));
-    RunState st;
-    ex.run(st);
-    std::vector<std::vector<float>> vals;
-    for (int v : fetch) vals.push_back(ex.get(v).to_f32_vector());
-    return std::make_pair(vals, ex.op_stats().count("maxpool2d_grad+relu_grad") ? ex.op_stats().at("maxpool2d_grad+relu_grad").calls : 0);
-  };
-  auto [fused, fused_calls] = run("1");
-  auto [plain, plain_calls] = run("0");
+  FusionRun fused_run = run_with_fusion(g, feeds, gr.seed, fetch, "1");
+  FusionRun plain_run = run_with_fusion(g, feeds, gr.seed, fetch, "0");
+  const auto& fused = fused_run.vals;
+  const auto& plain = plain_run.vals;
+  const int64_t fused_calls = fused_run.calls.count("maxpool2d_grad+relu_grad") ? fused_run.calls.at("maxpool2d_grad+relu_grad") : 0;
+  const int64_t plain_calls = plain_run.calls.count("maxpool2d_grad+relu_grad") ? plain_run.calls.at("maxpool2d_grad+relu_grad") : 0;
   EXPECT_EQ(fused_calls, 2);
   EXPECT_EQ(plain_calls, 0);
   ASSERT_EQ(fused.size(), plain.size());
