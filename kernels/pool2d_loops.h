@@ -12,38 +12,46 @@
 namespace tessera::kernels {
 namespace {
 
+// Calls fn(ih, iw) for the input positions of window (oh, ow) that lie inside the image, in
+// window order (r, then s).
+template <typename F>
+inline void for_window(const Pool2dDesc& p, int64_t oh, int64_t ow, F&& fn) {
+  for (int64_t r = 0; r < p.R; ++r) {
+    const int64_t ih = oh * p.stride_h - p.pad_h + r;
+    if (ih < 0 || ih >= p.H) continue;
+    for (int64_t s = 0; s < p.S; ++s) {
+      const int64_t iw = ow * p.stride_w - p.pad_w + s;
+      if (iw >= 0 && iw < p.W) fn(ih, iw);
+    }
+  }
+}
+
 void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh) {
   const int64_t OW = p.OW(), C = p.C;
   for (int64_t ow = 0; ow < OW; ++ow) {
     float* yo = y + ((n * p.OH() + oh) * OW + ow) * C;
     int32_t* ao = argmax ? argmax + ((n * p.OH() + oh) * OW + ow) * C : nullptr;
     bool first = true;
-    for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t ih = oh * p.stride_h - p.pad_h + r;
-      if (ih < 0 || ih >= p.H) continue;
-      for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t iw = ow * p.stride_w - p.pad_w + s;
-        if (iw < 0 || iw >= p.W) continue;
-        const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
-        const int32_t idx = static_cast<int32_t>(ih * p.W + iw);
-        if (first) {
-          std::memcpy(yo, xi, C * sizeof(float));
-          if (ao) for (int64_t c = 0; c < C; ++c) ao[c] = idx;
-          first = false;
-          continue;
-        }
-        // x != x is NaN: a NaN is taken once and then kept (nothing compares greater).
-        if (ao) {
-          for (int64_t c = 0; c < C; ++c) {
-            const bool take = xi[c] > yo[c] || xi[c] != xi[c];
-            yo[c] = take ? xi[c] : yo[c];
-            ao[c] = take ? idx : ao[c];
-          }
-        } else {
-          for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
-        }
+    for_window(p, oh, ow, [&](int64_t ih, int64_t iw) {
+      const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
+      const int32_t idx = static_cast<int32_t>(ih * p.W + iw);
+      if (first) {
+        std::memcpy(yo, xi, C * sizeof(float));
+        if (ao) for (int64_t c = 0; c < C; ++c) ao[c] = idx;
+        first = false;
+        return;
       }
-    }
+      // x != x is NaN: a NaN is taken once and then kept (nothing compares greater).
+      if (ao) {
+        for (int64_t c = 0; c < C; ++c) {
+          const bool take = xi[c] > yo[c] || xi[c] != xi[c];
+          yo[c] = take ? xi[c] : yo[c];
+          ao[c] = take ? idx : ao[c];
+        }
+      } else {
+        for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
+      }
+    });
   }
 }
 
@@ -105,16 +113,10 @@ void avgpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int64_t 
   for (int64_t ow = 0; ow < OW; ++ow) {
     float* yo = y + ((n * p.OH() + oh) * OW + ow) * C;
     std::memset(yo, 0, C * sizeof(float));
-    for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t ih = oh * p.stride_h - p.pad_h + r;
-      if (ih < 0 || ih >= p.H) continue;
-      for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t iw = ow * p.stride_w - p.pad_w + s;
-        if (iw < 0 || iw >= p.W) continue;
-        const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
-        for (int64_t c = 0; c < C; ++c) yo[c] += xi[c];
-      }
-    }
+    for_window(p, oh, ow, [&](int64_t ih, int64_t iw) {
+      const float* xi = x + ((n * p.H + ih) * p.W + iw) * C;
+      for (int64_t c = 0; c < C; ++c) yo[c] += xi[c];
+    });
     for (int64_t c = 0; c < C; ++c) yo[c] *= inv;
   }
 }
@@ -126,16 +128,10 @@ void avgpool_backward_image(const Pool2dDesc& p, const float* dy, float* dx, int
   for (int64_t oh = 0; oh < OH; ++oh)
     for (int64_t ow = 0; ow < OW; ++ow) {
       const float* g = dy + ((n * OH + oh) * OW + ow) * C;
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t ih = oh * p.stride_h - p.pad_h + r;
-        if (ih < 0 || ih >= p.H) continue;
-        for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t iw = ow * p.stride_w - p.pad_w + s;
-          if (iw < 0 || iw >= p.W) continue;
-          float* d = dx + ((n * p.H + ih) * p.W + iw) * C;
-          for (int64_t c = 0; c < C; ++c) d[c] += g[c] * inv;
-        }
-      }
+      for_window(p, oh, ow, [&](int64_t ih, int64_t iw) {
+        float* d = dx + ((n * p.H + ih) * p.W + iw) * C;
+        for (int64_t c = 0; c < C; ++c) d[c] += g[c] * inv;
+      });
     }
 }
 
