@@ -47,6 +47,7 @@ CpuFeatures detect() {
     f.avx512bw = b & (1u << 30);
     f.avx512vl = b & (1u << 31);
     f.avx512_vnni = c & (1u << 11);
+    f.avx512_vbmi = c & (1u << 1);
     if (subleaves >= 1) {
       __cpuid_count(7, 1, a, b, c, d);
       f.avx512_bf16 = a & (1u << 5);

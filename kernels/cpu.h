@@ -24,7 +24,7 @@ struct CpuFeatures {
   std::string brand;
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
-  bool avx512_bf16 = false, avx512_vnni = false;
+  bool avx512_bf16 = false, avx512_vnni = false, avx512_vbmi = false;
   bool os_avx = false, os_avx512 = false;  // the OS saves the registers (XCR0)
 };
 

@@ -12,6 +12,7 @@
 // packing on 2-8 cores), and the split is chosen to keep the duplication small. With M as small
 // as 64 the split goes along N so every thread gets work.
 #include <tessera/kernels/gemm_driver.h>
+#include <tessera/kernels/cpu.h>
 
 #include <tessera/core/bf16.h>
 #include <tessera/core/error.h>
@@ -25,6 +26,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -368,9 +370,24 @@ GemmOperand gemm_operand_b(const GemmDesc& d, const void* B) {
   return op;
 }
 
+namespace {
+// GemmTuning::cfp8_vbmi, read on every cfp8 packing call: an atomic, not the mutex.
+std::atomic<bool> g_cfp8_vbmi_allowed{true};
+}  // namespace
+
 void gemm_set_tuning(const GemmTuning& t) {
   std::lock_guard<std::mutex> lock(tuning_mutex());
   tuning_storage() = t;
+  g_cfp8_vbmi_allowed.store(t.cfp8_vbmi != 0, std::memory_order_relaxed);
+}
+
+bool gemm_cfp8_vbmi() {
+#if defined(TESSERA_HAVE_CFP8_VBMI)
+  static const bool cpu = cpu_features().os_avx512 && cpu_features().avx512_vbmi;
+  return cpu && g_cfp8_vbmi_allowed.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
 }
 GemmTuning gemm_tuning() {
   std::lock_guard<std::mutex> lock(tuning_mutex());

@@ -111,6 +111,13 @@ void gemm_pack_generic_f32(const GemmOperand& op, int64_t x0, int64_t nx, int64_
 void gemm_pack_generic_bf16(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0,
                             int64_t kc, int w, void* dst);
 
+// cfp8 packing with AVX512_VBMI byte-table decodes (gemm_pack_cfp8_vbmi.cc): whether it is
+// used (compiled in, the CPU has VBMI, and GemmTuning::cfp8_vbmi does not forbid it), and the
+// packer itself (kpack 1 or 2; cfp8 operands only), which the AVX-512 packers defer to.
+bool gemm_cfp8_vbmi();
+void gemm_pack512_cfp8_vbmi(int kpack, const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0,
+                            int64_t kc, int w, void* dst);
+
 // Exact bf16 bits of all 256 codes of a cfp8 format (bias already resolved).
 const uint16_t* gemm_cfp8_bf16_table(Cfp8Format f);
 
@@ -134,6 +141,7 @@ struct GemmTuning {
   int64_t min_parallel_flops = -1;  // below this, one thread
   int threads = 0;                  // tasks to split into; 0 = the arena's concurrency
   int bf16_dot = -1;  // bf16 / cfp8 on vdpbf16ps: 1 force, 0 never, -1 env TESSERA_GEMM_BF16
+  int cfp8_vbmi = -1;  // cfp8 packing with VBMI byte permutes: 0 never, else where the CPU has it
 };
 void gemm_set_tuning(const GemmTuning& t);
 GemmTuning gemm_tuning();

@@ -1,8 +1,9 @@
 // AVX-512 (F, BW, VL) packing for the avx512 and avx512_bf16 GEMM rungs: produces exactly the
 // layout of gemm_pack_generic_{f32,bf16} (gemm_driver.h), 16 lanes of 32-bit "words" at a time.
 // A word is one f32 (kpack 1) or one bf16 k-pair (kpack 2). cfp8 is decoded to bf16 here,
-// while packing, with a 128-entry table held in four registers (vpermt2w), so no full-size
-// converted copy of an operand ever exists. Include only from AVX-512 sources.
+// while packing, with a 128-entry table held in four registers (vpermt2w, or vpermt2b where the
+// CPU has AVX512_VBMI: gemm_pack_cfp8_vbmi.cc), so no full-size converted copy of an operand
+// ever exists. Include only from AVX-512 sources.
 //
 // Two source orientations:
 //   x-contiguous (sx == 1: A transposed, B plain): per k step, load 16 x of one (or two) k rows
@@ -36,8 +37,116 @@ inline constexpr int kSrcBytes = S == GemmSrc::f32 ? 4 : S == GemmSrc::bf16 ? 2 
 struct GemmPackSrc {
   const char* base;
   int64_t sx, sk;
-  __m512i lut[4];  // bf16 bits of cfp8 codes 0..127
+  // cfp8 decode tables for codes 0..127 (the sign is bit 7): bf16 bits in 16-bit lanes, or,
+  // with AVX512_VBMI, low bytes in lut[0..1] and high bytes in lut[2..3].
+  __m512i lut[4];
 };
+
+#if defined(__AVX512VBMI__)
+// With VBMI (compiled into gemm_pack_cfp8_vbmi.cc only): a 128-entry byte table is one
+// vpermt2b, 64 lanes a step, so a cfp8 code becomes the two bytes of its bf16 in two table
+// lookups and one or two byte permutes interleave them into bf16 or f32 lanes: about a third
+// of the shuffle work of the 16-bit table below.
+inline void gemm_cfp8_lut_setup(GemmPackSrc& s, const uint16_t* table) {
+  for (int i = 0; i < 2; ++i) {
+    const __m512i w0 = _mm512_loadu_si512(table + 64 * i), w1 = _mm512_loadu_si512(table + 64 * i + 32);
+    const __m256i lo0 = _mm512_cvtepi16_epi8(w0), lo1 = _mm512_cvtepi16_epi8(w1);
+    const __m256i hi0 = _mm512_cvtepi16_epi8(_mm512_srli_epi16(w0, 8));
+    const __m256i hi1 = _mm512_cvtepi16_epi8(_mm512_srli_epi16(w1, 8));
+    s.lut[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo0), lo1, 1);
+    s.lut[2 + i] = _mm512_inserti64x4(_mm512_castsi256_si512(hi0), hi1, 1);
+  }
+}
+
+// Low and high bytes of the bf16 of each of up to 64 codes (byte lanes).
+inline void gemm_cfp8_decode_bytes(__m512i c, const __m512i (&lut)[4], __m512i& lo, __m512i& hi) {
+  lo = _mm512_permutex2var_epi8(lut[0], c, lut[1]);  // the index's bit 7 (sign) is ignored
+  hi = _mm512_permutex2var_epi8(lut[2], c, lut[3]);
+  hi = _mm512_ternarylogic_epi32(hi, c, _mm512_set1_epi8(static_cast<char>(0x80)), 0xf8);  // hi | (c & 0x80)
+}
+
+// Byte-permute indices: f32 lanes of codes 16q..16q+15 (bytes 4j+2, 4j+3 from lo[16q+j],
+// hi[16q+j]; the two low bytes are zeroed by the mask), and bf16 lanes of codes 32h..32h+31.
+struct GemmCfp8Index {
+  alignas(64) uint8_t f32[4][64];
+  alignas(64) uint8_t bf16[2][64];
+};
+constexpr GemmCfp8Index gemm_make_cfp8_index() {
+  GemmCfp8Index t{};
+  for (int q = 0; q < 4; ++q) {
+    for (int j = 0; j < 16; ++j) {
+      t.f32[q][4 * j + 2] = static_cast<uint8_t>(16 * q + j);
+      t.f32[q][4 * j + 3] = static_cast<uint8_t>(64 + 16 * q + j);
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int j = 0; j < 32; ++j) {
+      t.bf16[h][2 * j] = static_cast<uint8_t>(32 * h + j);
+      t.bf16[h][2 * j + 1] = static_cast<uint8_t>(64 + 32 * h + j);
+    }
+  }
+  return t;
+}
+inline constexpr GemmCfp8Index kGemmCfp8Index = gemm_make_cfp8_index();
+inline __m512i gemm_cfp8_f32_index(int q) { return _mm512_load_si512(kGemmCfp8Index.f32[q]); }
+inline __m512i gemm_cfp8_bf16_index() { return _mm512_load_si512(kGemmCfp8Index.bf16[0]); }
+inline constexpr __mmask64 kGemmHighHalves = 0xccccccccccccccccull;
+
+inline __m512i gemm_cfp8_load_bytes(const GemmPackSrc& s, int64_t off, int64_t count) {
+  const __mmask64 m = count >= 64 ? ~__mmask64(0) : (__mmask64(1) << std::max<int64_t>(count, 0)) - 1;
+  return _mm512_maskz_loadu_epi8(m, s.base + off);
+}
+
+// `count` (clamped to 0..32) consecutive elements at element offset `off`, as bf16; zeros after.
+template <GemmSrc S>
+inline __m512i gemm_load_bf16x32(const GemmPackSrc& s, int64_t off, int64_t count) {
+  if constexpr (S == GemmSrc::bf16) {
+    return _mm512_maskz_loadu_epi16(gemm_mask32(count), reinterpret_cast<const uint16_t*>(s.base) + off);
+  } else {
+    __m512i lo, hi;
+    gemm_cfp8_decode_bytes(gemm_cfp8_load_bytes(s, off, std::min<int64_t>(count, 32)), s.lut, lo, hi);
+    return _mm512_permutex2var_epi8(lo, gemm_cfp8_bf16_index(), hi);
+  }
+}
+template <GemmSrc S>
+inline __m256i gemm_load_bf16x16(const GemmPackSrc& s, int64_t off, int64_t count) {
+  return _mm512_castsi512_si256(gemm_load_bf16x32<S>(s, off, std::min<int64_t>(count, 16)));
+}
+template <GemmSrc S>
+inline __m512i gemm_load_f32x16(const GemmPackSrc& s, int64_t off, int64_t count) {
+  if constexpr (S == GemmSrc::f32) {
+    return _mm512_castps_si512(_mm512_maskz_loadu_ps(gemm_mask16(count), reinterpret_cast<const float*>(s.base) + off));
+  } else if constexpr (S == GemmSrc::bf16) {
+    return _mm512_slli_epi32(_mm512_cvtepu16_epi32(gemm_load_bf16x16<S>(s, off, count)), 16);
+  } else {
+    __m512i lo, hi;
+    gemm_cfp8_decode_bytes(gemm_cfp8_load_bytes(s, off, std::min<int64_t>(count, 16)), s.lut, lo, hi);
+    return _mm512_maskz_permutex2var_epi8(kGemmHighHalves, lo, gemm_cfp8_f32_index(0), hi);
+  }
+}
+
+// `count` (clamped to 0..16 N) consecutive cfp8 elements as N (<= 4) vectors of 16 f32 (zeros
+// after), stored 16 words apart from `dst`: one decode for all of them.
+template <int N>
+inline void gemm_store_cfp8_f32(const GemmPackSrc& s, int64_t off, int64_t count, uint32_t* dst) {
+  __m512i lo, hi;
+  gemm_cfp8_decode_bytes(gemm_cfp8_load_bytes(s, off, std::min<int64_t>(count, 16 * N)), s.lut, lo, hi);
+#pragma GCC unroll 4
+  for (int q = 0; q < N; ++q) {
+    _mm512_storeu_si512(dst + 16 * q, _mm512_maskz_permutex2var_epi8(kGemmHighHalves, lo, gemm_cfp8_f32_index(q), hi));
+  }
+}
+inline void gemm_load_cfp8_f32x32(const GemmPackSrc& s, int64_t off, int64_t count, __m512i& lo32, __m512i& hi32) {
+  __m512i lo, hi;
+  gemm_cfp8_decode_bytes(gemm_cfp8_load_bytes(s, off, std::min<int64_t>(count, 32)), s.lut, lo, hi);
+  lo32 = _mm512_maskz_permutex2var_epi8(kGemmHighHalves, lo, gemm_cfp8_f32_index(0), hi);
+  hi32 = _mm512_maskz_permutex2var_epi8(kGemmHighHalves, lo, gemm_cfp8_f32_index(1), hi);
+}
+inline constexpr int kGemmCfp8F32PerDecode = 64;
+#else
+inline void gemm_cfp8_lut_setup(GemmPackSrc& s, const uint16_t* table) {
+  for (int i = 0; i < 4; ++i) s.lut[i] = _mm512_loadu_si512(table + 32 * i);
+}
 
 // 32 cfp8 codes (zero-extended to 16-bit lanes) -> 32 bf16.
 inline __m512i gemm_cfp8_decode32(__m512i c, const __m512i (&lut)[4]) {
@@ -85,6 +194,20 @@ inline void gemm_load_cfp8_f32x32(const GemmPackSrc& s, int64_t off, int64_t cou
   lo = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(b)), 16);
   hi = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1)), 16);
 }
+// `count` (clamped to 0..16 N) consecutive cfp8 elements as N vectors of 16 f32 (zeros after),
+// stored 16 words apart from `dst`, two per decode.
+template <int N>
+inline void gemm_store_cfp8_f32(const GemmPackSrc& s, int64_t off, int64_t count, uint32_t* dst) {
+#pragma GCC unroll 2
+  for (int q = 0; q < N; q += 2) {
+    __m512i lo, hi;
+    gemm_load_cfp8_f32x32(s, off + 16 * q, std::min<int64_t>(count - 16 * q, 16 * (N - q)), lo, hi);
+    _mm512_storeu_si512(dst + 16 * q, lo);
+    if (q + 1 < N) _mm512_storeu_si512(dst + 16 * q + 16, hi);
+  }
+}
+inline constexpr int kGemmCfp8F32PerDecode = 32;
+#endif
 
 // 16 words (steps) along k of row x, starting at element k.
 template <int KPACK, GemmSrc S>
@@ -286,18 +409,36 @@ void gemm_pack_xcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
   for (int64_t st = 0; st < ksteps; ++st) {
     const int64_t k = k0 + st * KPACK;
     const bool pair = KPACK == 2 && st * 2 + 1 < kc;
+    if constexpr (KPACK == 1 && S == GemmSrc::cfp8) {
+      if (w == 8) {
+        // A micro-panels, 8 words each: one decode covers the step of several panels.
+        constexpr int kPer = kGemmCfp8F32PerDecode / 16;  // vectors per decode, 2 panels each
+        for (int64_t p = 0; p < panels; p += 2 * kPer) {
+          alignas(64) uint32_t words[16 * kPer];
+          gemm_store_cfp8_f32<kPer>(s, (x0 + p * 8) * s.sx + k * s.sk, std::clamp<int64_t>(nx - p * 8, 0, 16 * kPer), words);
+          const int64_t np = std::min<int64_t>(2 * kPer, panels - p);
+          for (int64_t i = 0; i < np; ++i) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (p + i) * 8 * ksteps + st * 8),
+                                _mm256_load_si256(reinterpret_cast<const __m256i*>(words + 8 * i)));
+          }
+        }
+        continue;
+      }
+    }
     for (int64_t p = 0; p < panels; ++p) {
       uint32_t* pd = dst + p * w * ksteps + st * w;
       for (int g0 = 0; g0 < w; g0 += 16) {
         const int gw = std::min(16, w - g0);
         const int64_t off = (x0 + p * w + g0) * s.sx + k * s.sk;
         if constexpr (KPACK == 1 && S == GemmSrc::cfp8) {
-          if (w - g0 >= 32) {  // two full groups from one decode
-            __m512i lo, hi;
-            gemm_load_cfp8_f32x32(s, off, std::clamp<int64_t>(nx - (p * w + g0), 0, 32), lo, hi);
-            _mm512_storeu_si512(pd + g0, lo);
-            _mm512_storeu_si512(pd + g0 + 16, hi);
-            g0 += 16;
+          // Up to kGemmCfp8F32PerDecode words (whole groups of 16) from one decode.
+          const int n = std::min(kGemmCfp8F32PerDecode, w - g0) / 16;
+          if (n >= 2) {
+            const int64_t valid = std::clamp<int64_t>(nx - (p * w + g0), 0, 16 * n);
+            if (n == 4) gemm_store_cfp8_f32<4>(s, off, valid, pd + g0);
+            if (n == 3) gemm_store_cfp8_f32<3>(s, off, valid, pd + g0);
+            if (n == 2) gemm_store_cfp8_f32<2>(s, off, valid, pd + g0);
+            g0 += 16 * (n - 1);
             continue;
           }
         }
@@ -350,8 +491,13 @@ void gemm_pack512(const GemmOperand& op, int64_t x0, int64_t nx, int64_t k0, int
       gemm_pack512_src<KPACK, GemmSrc::bf16>(s, kcontig, x0, nx, k0, kc, w, out);
       return;
     default: {
-      const uint16_t* table = gemm_cfp8_bf16_table(op.fmt);
-      for (int i = 0; i < 4; ++i) s.lut[i] = _mm512_loadu_si512(table + 32 * i);
+#if !defined(__AVX512VBMI__) && defined(TESSERA_HAVE_CFP8_VBMI)
+      if (gemm_cfp8_vbmi()) {
+        gemm_pack512_cfp8_vbmi(KPACK, op, x0, nx, k0, kc, w, dst);
+        return;
+      }
+#endif
+      gemm_cfp8_lut_setup(s, gemm_cfp8_bf16_table(op.fmt));
       gemm_pack512_src<KPACK, GemmSrc::cfp8>(s, kcontig, x0, nx, k0, kc, w, out);
       return;
     }

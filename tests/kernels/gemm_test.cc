@@ -383,7 +383,7 @@ TEST_P(GemmRung, LeadingDimensionsLargerThanWidth) {
   }
 }
 
-TEST_P(GemmRung, Cfp8LayoutsBiasesAndMixes) {
+void cfp8_layouts_biases_and_mixes() {
   struct P {
     DType a;
     int ab;
@@ -411,9 +411,25 @@ TEST_P(GemmRung, Cfp8LayoutsBiasesAndMixes) {
       c.bbias = p.bb;
       c.ct = t == 3 ? DType::bf16 : DType::f32;
       run_case(c);
-      if (HasFailure()) return;
+      if (::testing::Test::HasFailure()) return;
     }
   }
+}
+
+TEST_P(GemmRung, Cfp8LayoutsBiasesAndMixes) { cfp8_layouts_biases_and_mixes(); }
+
+// The AVX-512 rungs decode cfp8 while packing with VBMI byte permutes where the CPU has them
+// (gemm_pack_cfp8_vbmi.cc) and with 16-bit table permutes otherwise: both give the same
+// (exact) operands, so both pass the same tests.
+TEST_P(GemmRung, Cfp8WithoutVbmi) {
+  GemmTuning t;
+  t.cfp8_vbmi = 0;
+  tune(t);
+  EXPECT_FALSE(gemm_cfp8_vbmi());
+  sweep_dims(DType::cfp8_e4m3, DType::cfp8_e5m2, DType::bf16, /*abias=*/4, /*bbias=*/20);
+  cfp8_layouts_biases_and_mixes();
+  tune({});
+  EXPECT_EQ(gemm_cfp8_vbmi(), cpu_features().avx512_vbmi && cpu_features().os_avx512);
 }
 
 // Tiny blocks so that the multi-block paths (several K blocks with an f32 workspace for bf16
