@@ -347,8 +347,9 @@ void backward_data_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, const
   }
 }
 
+// dbias (may be null) is fused into the kernel when it reads unrounded dy, else summed here.
 void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, const float* x, const float* dy,
-                             float* dw) {
+                             float* dw, float* dbias) {
   const OperandType xt = operand_type(d, d.x_fmt), dyt = operand_type(d, d.dy_fmt);
   const int64_t RSC = d.R * d.S * d.C, OH = d.OH(), OW = d.OW();
   DirectWeightGrad g;
@@ -372,6 +373,17 @@ void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, co
   for (auto& p : partial) acc.push_back(p.data());
   g.acc = acc.data();
   std::memset(dw, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
+  // The bias gradient rides along with the kernel's blocks of dy when those are unrounded (no
+  // second pass over dy from memory); per part, like dw, then summed in order.
+  std::vector<float> bias_parts;
+  std::vector<float*> bias_acc;
+  if (dbias && dy_floats == 0) {
+    bias_parts.assign(static_cast<size_t>(g.parts * d.K), 0.f);
+    for (int part = 0; part < g.parts; ++part) bias_acc.push_back(bias_parts.data() + part * d.K);
+    g.dbias = bias_acc.data();
+  } else if (dbias) {
+    bias_grad(dy, dbias, static_cast<size_t>(d.N * OH * OW), static_cast<size_t>(d.K));
+  }
   float* ws = direct_workspace(static_cast<size_t>(nb * (image_floats + dy_floats)));
   for (int64_t n0 = 0; n0 < d.N; n0 += nb) {
     const int64_t images = std::min(nb, d.N - n0);
@@ -390,6 +402,10 @@ void backward_weights_direct(const Conv2dDirectFns& fns, const Conv2dDesc& d, co
     fns.weight_grad(g);
   }
   for (const auto& p : partial) add(dw, p.data(), dw, static_cast<size_t>(RSC * d.K));
+  if (g.dbias) {
+    std::memcpy(dbias, bias_acc[0], static_cast<size_t>(d.K) * sizeof(float));
+    for (int part = 1; part < g.parts; ++part) add(dbias, bias_acc[static_cast<size_t>(part)], dbias, static_cast<size_t>(d.K));
+  }
 }
 
 }  // namespace
@@ -526,17 +542,18 @@ void conv2d_backward_data(const Conv2dDesc& d, const float* dy, const float* w, 
 void conv2d_backward_weights(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
   conv2d_validate(d);
   const int64_t M = d.N * d.OH() * d.OW(), RSC = d.R * d.S * d.C;
-  if (dbias) bias_grad(dy, dbias, static_cast<size_t>(M), static_cast<size_t>(d.K));
   if (M == 0) {
     std::memset(dw, 0, static_cast<size_t>(RSC * d.K) * sizeof(float));
+    if (dbias) std::memset(dbias, 0, static_cast<size_t>(d.K) * sizeof(float));
     return;
   }
   std::string why;
   if (const Conv2dDirectFns* fns = direct_fns(d, Conv2dPass::backward_weights, why)) {
     log_choice(Conv2dPass::backward_weights, true, "");
-    backward_weights_direct(*fns, d, x, dy, dw);
+    backward_weights_direct(*fns, d, x, dy, dw, dbias);
     return;
   }
+  if (dbias) bias_grad(dy, dbias, static_cast<size_t>(M), static_cast<size_t>(d.K));
   log_choice(Conv2dPass::backward_weights, false, why);
   OperandType xt = operand_type(d, d.x_fmt), dyt = operand_type(d, d.dy_fmt);
   GemmDesc g;

@@ -297,6 +297,27 @@ constexpr std::array<std::array<WgTileFn, kMaxRows>, 4> wg_table() {
 const std::array<std::array<std::array<WgTileFn, kMaxRows>, 4>, 3> kWg = {wg_table<kNone>(), wg_table<kBf16>(),
                                                                          wg_table<kCfp8>()};
 
+// db[k] += sum of dy over the block's pixels, 64 columns at a time in registers.
+void bias_sum(const std::vector<Segment>& segs, int64_t K, float* db) {
+  for (int64_t k0 = 0; k0 < K; k0 += 64) {
+    const int64_t n = std::min<int64_t>(64, K - k0);
+    __mmask16 m[4];
+    __m512 a[4];
+    for (int v = 0; v < 4; ++v) {
+      m[v] = static_cast<__mmask16>(n >= 16 * (v + 1) ? 0xffff : n <= 16 * v ? 0 : (1u << (n - 16 * v)) - 1);
+      a[v] = _mm512_maskz_loadu_ps(m[v], db + k0 + 16 * v);
+    }
+    for (const Segment& sg : segs) {
+      const float* d = sg.dy + k0;
+      for (int64_t p = 0; p < sg.count; ++p, d += K) {
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) a[v] = _mm512_add_ps(a[v], _mm512_maskz_loadu_ps(m[v], d + 16 * v));
+      }
+    }
+    for (int v = 0; v < 4; ++v) _mm512_mask_storeu_ps(db + k0 + 16 * v, m[v], a[v]);
+  }
+}
+
 void weight_grad(const DirectWeightGrad& g) {
   const DirectInput& in = g.in;
   const int64_t P = in.OH * in.OW, M = in.images * P, RSC = in.R * in.S * in.C;
@@ -334,6 +355,7 @@ void weight_grad(const DirectWeightGrad& g) {
           kWg[round][nv - 1][rows - 1](g, rnd, segs.data(), segs.size(), offs.data() + j0, k0, ncols, acc + j0 * g.K + k0);
         }
       }
+      if (g.dbias) bias_sum(segs, g.K, g.dbias[part]);
     }
   });
 }

@@ -57,6 +57,10 @@ struct DirectWeightGrad {
   // otherwise conv2d.cc rounds dy beforehand and passes f32 here).
   DType round_dy = DType::f32;
   Cfp8Format dy_fmt;
+  // Optional bias gradient, fused: per part, K accumulators that gain the sum of dy over the
+  // part's pixels, read block by block while the block is still in cache (dy as given: pass
+  // unrounded dy when the bias gradient must be of unrounded values).
+  float* const* dbias = nullptr;
 };
 
 struct Conv2dDirectFns {

@@ -142,31 +142,38 @@ INSTANTIATE_TEST_SUITE_P(AllRungs, Conv2dRung, ::testing::ValuesIn(cases()), [](
 // Results do not depend on the thread count (the weight gradient's pixel partitions are fixed by
 // the problem size), on either algorithm and in every compute type.
 TEST(Conv2d, SameBitsOnOneAndTwoThreads) {
-  Conv2dDesc d;
-  d.N = 8; d.H = d.W = 14; d.C = 32; d.K = 64; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
-  auto x = randn(d.N * d.H * d.W * d.C, 5), w = randn(9 * d.C * d.K, 6), dy = randn(d.N * d.H * d.W * d.K, 7);
-  for (Conv2dAlgo algo : {Conv2dAlgo::automatic, Conv2dAlgo::gemm}) {
-    for (DType t : {DType::f32, DType::bf16, DType::cfp8_e4m3}) {
-      set_conv2d_algorithm(algo);
-      d.compute = t;
-      std::vector<float> y[2], dx[2], dw[2];
-      for (int threads : {1, 2}) {
-        auto& yi = y[threads - 1];
-        auto& dxi = dx[threads - 1];
-        auto& dwi = dw[threads - 1];
-        yi.resize(dy.size());
-        dxi.resize(x.size());
-        dwi.resize(w.size());
-        tbb::task_arena(threads).execute([&] {
-          conv2d_forward(d, x.data(), w.data(), nullptr, yi.data(), Epilogue::relu);
-          conv2d_backward_data(d, dy.data(), w.data(), dxi.data());
-          conv2d_backward_weights(d, x.data(), dy.data(), dwi.data(), nullptr);
-        });
+  // C = 32: dy rounded in a pass of its own, bias gradient separate; C = 1 (a first layer): dy
+  // rounded as loaded, bias gradient fused into the weight-gradient kernel's blocks.
+  for (int64_t C : {32, 1}) {
+    Conv2dDesc d;
+    d.N = 8; d.H = d.W = C == 1 ? 28 : 14; d.C = C; d.K = C == 1 ? 32 : 64; d.R = d.S = 3; d.pad_h = d.pad_w = 1;
+    auto x = randn(d.N * d.H * d.W * d.C, 5), w = randn(9 * d.C * d.K, 6), dy = randn(d.N * d.H * d.W * d.K, 7);
+    for (Conv2dAlgo algo : {Conv2dAlgo::automatic, Conv2dAlgo::gemm}) {
+      for (DType t : {DType::f32, DType::bf16, DType::cfp8_e4m3}) {
+        set_conv2d_algorithm(algo);
+        d.compute = t;
+        std::vector<float> y[2], dx[2], dw[2], db[2];
+        for (int threads : {1, 2}) {
+          auto& yi = y[threads - 1];
+          auto& dxi = dx[threads - 1];
+          auto& dwi = dw[threads - 1];
+          auto& dbi = db[threads - 1];
+          yi.resize(dy.size());
+          dxi.resize(x.size());
+          dwi.resize(w.size());
+          dbi.resize(static_cast<size_t>(d.K));
+          tbb::task_arena(threads).execute([&] {
+            conv2d_forward(d, x.data(), w.data(), nullptr, yi.data(), Epilogue::relu);
+            conv2d_backward_data(d, dy.data(), w.data(), dxi.data());
+            conv2d_backward_weights(d, x.data(), dy.data(), dwi.data(), dbi.data());
+          });
+        }
+        SCOPED_TRACE(std::string(dtype_name(t)) + " C=" + std::to_string(C) + " " + conv2d_impl_name(d, Conv2dPass::forward));
+        EXPECT_EQ(y[0], y[1]);
+        EXPECT_EQ(dx[0], dx[1]);
+        EXPECT_EQ(dw[0], dw[1]);
+        EXPECT_EQ(db[0], db[1]);
       }
-      SCOPED_TRACE(std::string(dtype_name(t)) + " " + conv2d_impl_name(d, Conv2dPass::forward));
-      EXPECT_EQ(y[0], y[1]);
-      EXPECT_EQ(dx[0], dx[1]);
-      EXPECT_EQ(dw[0], dw[1]);
     }
   }
   set_conv2d_algorithm(Conv2dAlgo::automatic);
