@@ -305,11 +305,31 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
       const int64_t rows = std::clamp<int64_t>(nx - (p * w + g0), 0, gw);
       const int64_t xb = x0 + p * w + g0;
       if constexpr (KPACK == 1 && S == GemmSrc::cfp8) {
-        // cfp8 to f32: kV x 16 steps of each row from one decode, parked in L1, then kV
-        // transposes of 8 or 16 rows.
+        if (w == 8) {
+          // The A micro-panel: 32 steps of each of the 8 rows from one decode, in registers,
+          // two transposes (fewer instructions than parking 64 steps in L1 as below).
+          for (int64_t s0 = 0; s0 < ksteps; s0 += 32) {
+            const int64_t kleft = kc - s0;
+            const int64_t koff = (k0 + s0) * s.sk;
+            __m512i lo[8], hi[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; ++i) {
+              if (i < rows) {
+                const int64_t off = (xb + i) * s.sx + koff;
+                _mm_prefetch(s.base + off + 256, _MM_HINT_T0);
+                gemm_load_cfp8_f32x32(s, off, kleft, lo[i], hi[i]);
+              } else {
+                lo[i] = hi[i] = _mm512_setzero_si512();
+              }
+            }
+            gemm_transpose8x16_store(lo, pd + s0 * 8, std::min<int64_t>(16, ksteps - s0));
+            if (ksteps - s0 > 16) gemm_transpose8x16_store(hi, pd + (s0 + 16) * 8, std::min<int64_t>(16, ksteps - s0 - 16));
+          }
+          continue;
+        }
+        // 16 rows: kV x 16 steps of each row from one decode, parked in L1, then kV transposes.
         constexpr int kV = kGemmCfp8F32PerDecode / 16;
         alignas(64) uint32_t rowbuf[16][16 * kV];
-        const int nr = w == 8 ? 8 : 16;
         for (int64_t s0 = 0; s0 < ksteps; s0 += 16 * kV) {
           const int64_t kleft = kc - s0;
           const int64_t koff = (k0 + s0) * s.sk;
@@ -320,18 +340,11 @@ void gemm_pack_kcontig512(const GemmPackSrc& s, int64_t x0, int64_t nx, int64_t 
           }
           for (int v = 0; v < kV && s0 + 16 * v < ksteps; ++v) {
             const int64_t nsteps = std::min<int64_t>(16, ksteps - s0 - 16 * v);
-            if (nr == 8) {
-              __m512i r[8];
-#pragma GCC unroll 8
-              for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm512_load_si512(rowbuf[i] + 16 * v) : _mm512_setzero_si512();
-              gemm_transpose8x16_store(r, pd + (s0 + 16 * v) * 8, nsteps);
-            } else {
-              __m512i r[16];
+            __m512i r[16];
 #pragma GCC unroll 16
-              for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_load_si512(rowbuf[i] + 16 * v) : _mm512_setzero_si512();
-              gemm_transpose16(r);
-              for (int64_t t = 0; t < nsteps; ++t) gemm_store_words(pd + (s0 + 16 * v + t) * w + g0, gw, r[t]);
-            }
+            for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_load_si512(rowbuf[i] + 16 * v) : _mm512_setzero_si512();
+            gemm_transpose16(r);
+            for (int64_t t = 0; t < nsteps; ++t) gemm_store_words(pd + (s0 + 16 * v + t) * w + g0, gw, r[t]);
           }
         }
         continue;
