@@ -2,10 +2,12 @@
 // MPI_Irecv on the same ranks in the same run (the peer). Messages of one size stream with a
 // window of outstanding requests, one way (rank 0 -> 1) and both ways at once; GB/s counts the
 // bytes one rank sends per second. This is what collectives are built from: an all-reduce
-// over two ranks sends and receives at once (the "both" column).
+// over two ranks sends and receives at once (the "both" column). The "tcp socket" row is a
+// bare TCP connection over 127.0.0.1 (blocking write / read of the same bytes, a thread for
+// each direction, nothing else): the ceiling of any TCP transport, gRPC included, here.
 //
 //   mpirun -np 2 build/benchmarks/transport_bench [--bytes N] [--total N] [--window W] [--seconds S]
-//                                                 [--rows raw,mpi,grpc]   (ratios are vs the first row run)
+//                                                 [--rows raw,mpi,tcp,grpc]   (ratios are vs the first row run)
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
 #include <tessera/comms/grpc/transport.h>
@@ -13,13 +15,21 @@
 
 #include <mpi.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace tessera;
@@ -49,13 +59,62 @@ double time_round(const Round& round, bool send, bool recv, double budget) {
   return t;
 }
 
+// A TCP connection between the two ranks over 127.0.0.1: rank 0 listens on a free port and
+// tells rank 1 through MPI. Returns the connected socket.
+int tcp_connect_pair(int rank) {
+  int port = 0, listener = -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (rank == 0) {
+    listener = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t len = sizeof a;
+    if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(listener, 1) != 0 ||
+        getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      throw std::runtime_error("tcp row: cannot listen on 127.0.0.1");
+    }
+    port = ntohs(a.sin_port);
+  }
+  MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  int fd = -1;
+  if (rank == 0) {
+    fd = accept(listener, nullptr, nullptr);
+    close(listener);
+  } else {
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd = -1;
+  }
+  if (fd < 0) throw std::runtime_error("tcp row: connection failed");
+  const int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void tcp_write_all(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = write(fd, p, n);
+    if (w <= 0) throw std::runtime_error("tcp row: write failed");
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+void tcp_read_all(int fd, char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r <= 0) throw std::runtime_error("tcp row: read failed");
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t bytes = 1 << 20, total = 64 << 20;
   int window = 4;
   double seconds = 0.5;
-  std::string want = "raw,mpi,grpc";
+  std::string want = "raw,mpi,tcp,grpc";
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (i + 1 >= argc) {
@@ -122,6 +181,17 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", raw_mpi});
   if (wanted("mpi")) rows.push_back({"mpi transport", transport_round(*mpi_t)});
+  int tcp_fd = -1;
+  if (wanted("tcp")) {
+    tcp_fd = tcp_connect_pair(rank);
+    rows.push_back({"tcp socket", [&](bool send, bool recv) {
+                      // The same messages as the other rows, written and read back to back.
+                      std::thread writer;
+                      if (send) writer = std::thread([&] { tcp_write_all(tcp_fd, out.data(), count * bytes); });
+                      if (recv) tcp_read_all(tcp_fd, in.data(), count * bytes);
+                      if (writer.joinable()) writer.join();
+                    }});
+  }
 #if defined(TESSERA_WITH_GRPC)
   std::shared_ptr<grpc::GrpcTransport> grpc_t;
   if (wanted("grpc")) {
@@ -155,5 +225,6 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  if (tcp_fd >= 0) close(tcp_fd);
   return 0;
 }
