@@ -42,6 +42,8 @@ struct OpContext {
   std::vector<const Tensor*> in;
   std::vector<Tensor*> out;  // preallocated, contiguous, shapes from inference
   RunState& state;
+  // Value ids of `out`: node.outputs, or the last value of a fused chain (what readers read).
+  std::vector<int> out_ids;
 };
 
 // Emits backward ops for one node.

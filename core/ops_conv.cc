@@ -171,7 +171,11 @@ void register_conv_ops(OpRegistry& r) {
   };
   mp.run = [](OpContext& c) {
     auto p = pool_desc(c.node, c.in[0]->shape());
-    kernels::maxpool2d_forward(p, c.in[0]->data<float>(), c.out[0]->data<float>(), c.out[1]->data<int32_t>());
+    float* y = c.out[0]->data<float>();
+    float amax = 0.f;
+    const bool measure = c.state.precision && c.state.precision->wants_amax(c.out_ids[0]);
+    kernels::maxpool2d_forward(p, c.in[0]->data<float>(), y, c.out[1]->data<int32_t>(), measure ? &amax : nullptr);
+    if (measure) c.state.precision->remember_amax(c.out_ids[0], y, static_cast<size_t>(c.out[0]->numel()), amax);
   };
   mp.grad = [](GradContext& g) {
     return Grads{g.apply1("maxpool2d_grad", {g.dy(0), g.out(1)}, pool_attrs(g.node(), g.value(g.in(0)).shape))};
@@ -183,8 +187,13 @@ void register_conv_ops(OpRegistry& r) {
     auto p = pool_desc(c.node, c.out[0]->shape());
     TESSERA_INTERNAL_ASSERT(!e.bias && e.act == FusedAct::none, "maxpool2d_grad absorbs only a relu_grad");
     TESSERA_INTERNAL_ASSERT(!e.relu_mask || e.relu_mask->shape() == c.out[0]->shape(), "relu_grad mask shape");
-    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), c.out[0]->data<float>(),
-                                e.relu_mask ? e.relu_mask->data<float>() : nullptr);
+    // A cfp8 conv's weight and data gradients read this dx: measure its amax while writing it.
+    float* dx = c.out[0]->data<float>();
+    float amax = 0.f;
+    const bool measure = c.state.precision && c.state.precision->wants_amax(c.out_ids[0]);
+    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), dx,
+                                e.relu_mask ? e.relu_mask->data<float>() : nullptr, measure ? &amax : nullptr);
+    if (measure) c.state.precision->remember_amax(c.out_ids[0], dx, static_cast<size_t>(c.out[0]->numel()), amax);
   };
   mpg.run = [run = mpg.run_fused](OpContext& c) { run(c, {}); };
   r.add(mpg);

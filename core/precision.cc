@@ -82,6 +82,7 @@ float PrecisionState::amax_of(int value, const float* x, size_t n) {
   if (known_amax(value, x, n, a)) return a;
   a = n ? kernels::amax(x, n) : 0.f;
   remember_amax(value, x, n, a);
+  wanted_.insert(value);
   return a;
 }
 

@@ -21,6 +21,7 @@
 
 #include <deque>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -78,8 +79,12 @@ class PrecisionState {
   void begin_run() { run_amax_.clear(); }
   bool known_amax(int value, const float* x, size_t n, float& amax) const;
   void remember_amax(int value, const float* x, size_t n, float amax);
-  // amax of value `value` (`x`, n elements): remembered, or computed and remembered.
+  // amax of value `value` (`x`, n elements): remembered, or computed and remembered. A value
+  // whose amax had to be computed here is marked wanted (for good: graphs repeat every step).
   float amax_of(int value, const float* x, size_t n);
+  // Whether a cfp8 op has asked for this value's amax: its producer can then measure it while
+  // it writes the value (maxpool2d) and remember_amax() it, saving amax_of() a pass.
+  bool wants_amax(int value) const { return wanted_.count(value) != 0; }
   const std::map<std::pair<int, int>, AmaxHistory>& histories() const { return hist_; }
   std::map<std::pair<int, int>, AmaxHistory>& histories() { return hist_; }
   uint64_t sr_counter = 0;  // advances so stochastic rounding differs step to step
@@ -93,6 +98,7 @@ class PrecisionState {
     float amax;
   };
   std::map<int, Seen> run_amax_;
+  std::set<int> wanted_;
 };
 
 }  // namespace tessera

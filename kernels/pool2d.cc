@@ -2,6 +2,7 @@
 
 #include <tessera/core/error.h>
 #include <tessera/kernels/dispatch.h>
+#include <tessera/kernels/reduce.h>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
@@ -9,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
+#include <algorithm>
 
 namespace tessera::kernels {
 
@@ -50,18 +53,51 @@ void for_rows(const Pool2dDesc& p, F&& fn) {
 const Pool2dFns& pool2d_fns() { return *pick().fns; }
 const char* pool2d_impl_name() { return pick().name; }
 
-void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax) {
+namespace {
+// NaN-propagating max of per-piece amax values (each NaN if its piece held a NaN).
+float combine_amax(const std::vector<float>& pieces) {
+  float m = 0.f;
+  for (float a : pieces) {
+    if (std::isnan(a)) return a;
+    m = std::max(m, a);
+  }
+  return m;
+}
+}  // namespace
+
+void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, float* amax) {
   pool2d_validate(p);
   const auto f = pool2d_fns().maxpool_forward_row;
-  for_rows(p, [&](int64_t n, int64_t oh) { f(p, x, y, argmax, n, oh); });
+  if (!amax) {
+    for_rows(p, [&](int64_t n, int64_t oh) { f(p, x, y, argmax, n, oh); });
+    return;
+  }
+  const int64_t OH = p.OH(), row = p.OW() * p.C;
+  const auto scan = reduce_fns().amax;
+  std::vector<float> rows(static_cast<size_t>(p.N * OH), 0.f);
+  for_rows(p, [&](int64_t n, int64_t oh) {
+    f(p, x, y, argmax, n, oh);
+    rows[static_cast<size_t>(n * OH + oh)] = scan(y + (n * OH + oh) * row, static_cast<size_t>(row));
+  });
+  *amax = combine_amax(rows);
 }
-
 void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
-                        const float* relu_mask) {
+                        const float* relu_mask, float* amax) {
   pool2d_validate(p);
   const auto f = pool2d_fns().maxpool_backward_image;
   // By image: windows of one image overlap when stride < window, images never do.
-  tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) { f(p, dy, argmax, dx, relu_mask, n); });
+  if (!amax) {
+    tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) { f(p, dy, argmax, dx, relu_mask, n); });
+    return;
+  }
+  const int64_t image = p.H * p.W * p.C;
+  const auto scan = reduce_fns().amax;
+  std::vector<float> images(static_cast<size_t>(p.N), 0.f);
+  tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) {
+    f(p, dy, argmax, dx, relu_mask, n);
+    images[static_cast<size_t>(n)] = scan(dx + n * image, static_cast<size_t>(image));
+  });
+  *amax = combine_amax(images);
 }
 
 void avgpool2d_forward(const Pool2dDesc& p, const float* x, float* y) {

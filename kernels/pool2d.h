@@ -40,11 +40,14 @@ const Pool2dFns* pool2d_fns_scalar();
 const Pool2dFns* pool2d_fns_avx512();
 const Pool2dFns& pool2d_fns();
 const char* pool2d_impl_name();
-void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax);
+// With `amax` (both max-pool passes): *amax = the largest |output| (NaN if any output is NaN),
+// each piece scanned right after it is written, while it is in cache: what the cfp8 precision
+// policy needs of a tensor before it encodes it, without a pass of its own over memory.
+void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, float* amax = nullptr);
 // With relu_mask (the shape of dx): dx where relu_mask > 0, else 0 — relu_backward(relu_mask, dx)
 // in the same pass (the executor fuses relu_grad after maxpool2d_grad).
 void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
-                        const float* relu_mask = nullptr);
+                        const float* relu_mask = nullptr, float* amax = nullptr);
 void avgpool2d_forward(const Pool2dDesc& p, const float* x, float* y);
 void avgpool2d_backward(const Pool2dDesc& p, const float* dy, float* dx);
 

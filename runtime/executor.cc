@@ -159,12 +159,13 @@ void Executor::run(RunState& state) {
     int id = order_[pos];
     const Node& n = g_.node(id);
     const OpDef& def = op_registry().get(n.op);
-    OpContext ctx{g_, id, n, {}, {}, state};
+    OpContext ctx{g_, id, n, {}, {}, state, {}};
     for (int in : n.inputs) {
       TESSERA_INTERNAL_ASSERT(values_[in].defined(), "value %", in, " (", g_.value(in).name, ") not computed before ", n.op);
       ctx.in.push_back(&values_[in]);
     }
     std::vector<int> outs = fu.final_value >= 0 ? std::vector<int>{fu.final_value} : n.outputs;
+    ctx.out_ids = outs;
     for (int o : outs) {
       values_[o] = allocate({g_.value(o).shape, g_.value(o).dtype});
       ctx.out.push_back(&values_[o]);

@@ -234,6 +234,11 @@ TEST(PrecisionState, AmaxIsRememberedPerValueForOneRun) {
   EXPECT_EQ(st.amax_of(4, y.data(), y.size()), 5.0f);
   st.begin_run();
   EXPECT_FALSE(st.known_amax(4, y.data(), y.size(), a)) << "a new run forgets";
+  // ... but not that value 4's amax is wanted, so its producer can measure it next time.
+  EXPECT_TRUE(st.wants_amax(4));
+  EXPECT_FALSE(st.wants_amax(5));
+  st.remember_amax(5, y.data(), y.size(), 5.0f);
+  EXPECT_FALSE(st.wants_amax(5)) << "remembered by a producer, never asked for";
 }
 
 TEST(Precision, Names) {

@@ -4,6 +4,7 @@
 #include <tessera/kernels/conv2d.h>
 #include <tessera/kernels/cpu.h>
 #include <tessera/kernels/pool2d.h>
+#include <tessera/kernels/reduce.h>
 
 #include <gtest/gtest.h>
 #include <oneapi/tbb/task_arena.h>
@@ -310,6 +311,43 @@ TEST_P(PoolRung, ForwardAndBackwardMatchNaiveLoops) {
     for (size_t i = 0; i < ya.size(); ++i) lhs += static_cast<double>(dy[i]) * ya[i];
     for (size_t i = 0; i < x.size(); ++i) rhs += static_cast<double>(dx[i]) * x[i];
     EXPECT_NEAR(lhs, rhs, 1e-4 * std::max(1.0, std::fabs(lhs)));
+  }
+}
+
+// The amax the max-pool passes measure while writing equals a separate scan of their output,
+// NaN included.
+TEST_P(PoolRung, MaxPoolAmaxMatchesAScanOfTheOutput) {
+  const Pool2dDesc descs[] = {{4, 28, 28, 32, 2, 2, 2, 2, 0, 0}, {2, 7, 9, 20, 2, 2, 2, 2, 0, 0},
+                              {1, 7, 9, 3, 3, 3, 2, 2, 1, 1}};
+  for (const auto& p : descs) {
+    for (bool with_nan : {false, true}) {
+      auto x = randn(p.N * p.H * p.W * p.C, 11);
+      std::vector<float> y(p.N * p.OH() * p.OW() * p.C);
+      std::vector<int32_t> arg(y.size());
+      if (with_nan) x[x.size() / 2] = std::nanf("");
+      float a = -1.f;
+      maxpool2d_forward(p, x.data(), y.data(), arg.data(), &a);
+      if (with_nan) {
+        EXPECT_TRUE(std::isnan(a));
+      } else {
+        EXPECT_EQ(a, amax(y.data(), y.size()));
+      }
+      auto dy = randn(y.size(), 12);
+      dy[3] = -7.5f;  // the largest magnitude is negative
+      if (with_nan) dy[y.size() - 1] = std::nanf("");
+      auto mask = randn(x.size(), 13);
+      for (const float* m : {static_cast<const float*>(nullptr), static_cast<const float*>(mask.data())}) {
+        std::vector<float> dx(x.size());
+        float b = -1.f;
+        maxpool2d_backward(p, dy.data(), arg.data(), dx.data(), m, &b);
+        const float want = amax(dx.data(), dx.size());
+        if (std::isnan(want)) {
+          EXPECT_TRUE(std::isnan(b));
+        } else {
+          EXPECT_EQ(b, want);
+        }
+      }
+    }
   }
 }
 
