@@ -2,7 +2,6 @@
 
 #include <tessera/core/error.h>
 #include <tessera/kernels/dispatch.h>
-#include <tessera/kernels/reduce.h>
 
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
@@ -69,16 +68,12 @@ void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* a
   pool2d_validate(p);
   const auto f = pool2d_fns().maxpool_forward_row;
   if (!amax) {
-    for_rows(p, [&](int64_t n, int64_t oh) { f(p, x, y, argmax, n, oh); });
+    for_rows(p, [&](int64_t n, int64_t oh) { f(p, x, y, argmax, n, oh, nullptr); });
     return;
   }
-  const int64_t OH = p.OH(), row = p.OW() * p.C;
-  const auto scan = reduce_fns().amax;
+  const int64_t OH = p.OH();
   std::vector<float> rows(static_cast<size_t>(p.N * OH), 0.f);
-  for_rows(p, [&](int64_t n, int64_t oh) {
-    f(p, x, y, argmax, n, oh);
-    rows[static_cast<size_t>(n * OH + oh)] = scan(y + (n * OH + oh) * row, static_cast<size_t>(row));
-  });
+  for_rows(p, [&](int64_t n, int64_t oh) { f(p, x, y, argmax, n, oh, &rows[static_cast<size_t>(n * OH + oh)]); });
   *amax = combine_amax(rows);
 }
 void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
@@ -87,16 +82,11 @@ void maxpool2d_backward(const Pool2dDesc& p, const float* dy, const int32_t* arg
   const auto f = pool2d_fns().maxpool_backward_image;
   // By image: windows of one image overlap when stride < window, images never do.
   if (!amax) {
-    tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) { f(p, dy, argmax, dx, relu_mask, n); });
+    tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) { f(p, dy, argmax, dx, relu_mask, n, nullptr); });
     return;
   }
-  const int64_t image = p.H * p.W * p.C;
-  const auto scan = reduce_fns().amax;
   std::vector<float> images(static_cast<size_t>(p.N), 0.f);
-  tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) {
-    f(p, dy, argmax, dx, relu_mask, n);
-    images[static_cast<size_t>(n)] = scan(dx + n * image, static_cast<size_t>(image));
-  });
+  tbb::parallel_for(int64_t{0}, p.N, [&](int64_t n) { f(p, dy, argmax, dx, relu_mask, n, &images[static_cast<size_t>(n)]); });
   *amax = combine_amax(images);
 }
 

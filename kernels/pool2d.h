@@ -29,9 +29,11 @@ void pool2d_validate(const Pool2dDesc& p);
 
 // One rung's loops: a forward output row (n, oh), a backward image n (dx of that image written).
 struct Pool2dFns {
-  void (*maxpool_forward_row)(const Pool2dDesc&, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh);
+  // amax (may be null): raised to the largest |output| written (NaN if any is NaN).
+  void (*maxpool_forward_row)(const Pool2dDesc&, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh,
+                              float* amax);
   void (*maxpool_backward_image)(const Pool2dDesc&, const float* dy, const int32_t* argmax, float* dx,
-                                 const float* relu_mask, int64_t n);
+                                 const float* relu_mask, int64_t n, float* amax);
   void (*avgpool_forward_row)(const Pool2dDesc&, const float* x, float* y, int64_t n, int64_t oh);
   void (*avgpool_backward_image)(const Pool2dDesc&, const float* dy, float* dx, int64_t n);
 };
@@ -41,7 +43,7 @@ const Pool2dFns* pool2d_fns_avx512();
 const Pool2dFns& pool2d_fns();
 const char* pool2d_impl_name();
 // With `amax` (both max-pool passes): *amax = the largest |output| (NaN if any output is NaN),
-// each piece scanned right after it is written, while it is in cache: what the cfp8 precision
+// taken in the loops that write it: what the cfp8 precision
 // policy needs of a tensor before it encodes it, without a pass of its own over memory.
 void maxpool2d_forward(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, float* amax = nullptr);
 // With relu_mask (the shape of dx): dx where relu_mask > 0, else 0 — relu_backward(relu_mask, dx)

@@ -6,6 +6,7 @@
 
 #include <tessera/kernels/pool2d.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -26,7 +27,23 @@ inline void for_window(const Pool2dDesc& p, int64_t oh, int64_t ow, F&& fn) {
   }
 }
 
-void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh) {
+// Running max of |v| as bits: for non-negative floats integer order is float order, and NaN
+// bits (above 0x7f800000) beat every number, so the max is NaN exactly when a NaN was seen. An
+// integer max reduction vectorizes where a NaN-propagating float max would not.
+inline uint32_t abs_bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b & 0x7fffffffu;
+}
+inline float bits_to_float(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+template <bool kAmax>
+void maxpool_forward_row_t(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh,
+                           uint32_t& am) {
   const int64_t OW = p.OW(), C = p.C;
   for (int64_t ow = 0; ow < OW; ++ow) {
     float* yo = y + ((n * p.OH() + oh) * OW + ow) * C;
@@ -52,7 +69,22 @@ void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t*
         for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
       }
     });
+    if constexpr (kAmax) {
+      uint32_t m = am;
+      for (int64_t c = 0; c < C; ++c) m = std::max(m, abs_bits(yo[c]));
+      am = m;
+    }
   }
+}
+
+// With `amax`: *amax = max(*amax, max |y| of the row) (NaN if any is NaN).
+void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh,
+                         float* amax) {
+  uint32_t am = 0;
+  if (!amax) return maxpool_forward_row_t<false>(p, x, y, argmax, n, oh, am);
+  am = abs_bits(*amax);
+  maxpool_forward_row_t<true>(p, x, y, argmax, n, oh, am);
+  *amax = bits_to_float(am);
 }
 
 // dx of image n: zero, then dy added at each argmax, then (with relu_mask) kept only where the
@@ -60,8 +92,9 @@ void maxpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int32_t*
 // position receives at most one window's gradient, so it is written once, selected by its argmax
 // (and the mask), with no zero pass or scatter; "+ 0.0f" turns a -0 gradient into +0 as 0 + dy
 // does. Positions past the last window are zeroed.
-void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
-                            const float* relu_mask, int64_t n) {
+template <bool kAmax>
+void maxpool_backward_image_t(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
+                              const float* relu_mask, int64_t n, uint32_t& am) {
   const int64_t OH = p.OH(), OW = p.OW(), C = p.C, HW = p.H * p.W;
   float* base = dx + n * HW * C;
   const float* mask = relu_mask ? relu_mask + n * HW * C : nullptr;
@@ -75,6 +108,11 @@ void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t*
     }
     if (mask) {
       for (int64_t i = 0; i < HW * C; ++i) base[i] = mask[i] > 0.0f ? base[i] : 0.0f;
+    }
+    if constexpr (kAmax) {
+      uint32_t m = am;
+      for (int64_t i = 0; i < HW * C; ++i) m = std::max(m, abs_bits(base[i]));
+      am = m;
     }
     return;
   }
@@ -93,6 +131,11 @@ void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t*
           } else {
             for (int64_t c = 0; c < C; ++c) d[c] = (a[c] == idx ? g[c] : 0.0f) + 0.0f;
           }
+          if constexpr (kAmax) {  // a loop of its own over the C values just written (L1)
+            uint32_t mx = am;
+            for (int64_t c = 0; c < C; ++c) mx = std::max(mx, abs_bits(d[c]));
+            am = mx;
+          }
         }
       }
     }
@@ -105,6 +148,17 @@ void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t*
   // Rows below the last window.
   const int64_t first_row = OH * p.R;
   if (first_row < p.H) std::memset(base + first_row * p.W * C, 0, static_cast<size_t>((p.H - first_row) * p.W * C) * sizeof(float));
+}
+
+// With `amax`: *amax = max(*amax, max |dx| of the image) (NaN if any is NaN); the zeroed
+// positions change nothing.
+void maxpool_backward_image(const Pool2dDesc& p, const float* dy, const int32_t* argmax, float* dx,
+                            const float* relu_mask, int64_t n, float* amax) {
+  uint32_t am = 0;
+  if (!amax) return maxpool_backward_image_t<false>(p, dy, argmax, dx, relu_mask, n, am);
+  am = abs_bits(*amax);
+  maxpool_backward_image_t<true>(p, dy, argmax, dx, relu_mask, n, am);
+  *amax = bits_to_float(am);
 }
 
 void avgpool_forward_row(const Pool2dDesc& p, const float* x, float* y, int64_t n, int64_t oh) {
