@@ -24,13 +24,21 @@ MatmulDims matmul_dims(const Node& n, const Shape& a, const Shape& b) {
 }
 
 // Rounds an f32 operand to the policy's type. Returns the narrow tensor and fills type/bias.
+// Parameters (read by the forward and the data-gradient matmul of each step) are rounded once
+// per run (PrecisionState::cached_narrow); other operands each time.
 Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) {
   const Tensor& x = *c.in[k];
+  const int value = c.node.inputs[k];
+  PrecisionState* cache = c.graph.value(value).kind == ValueKind::param ? c.state.precision : nullptr;
   if (p == Precision::bf16) {
-    Tensor t = Tensor::empty(x.shape(), DType::bf16);
-    kernels::f32_to_bf16(x.data<float>(), t.data<uint16_t>(), static_cast<size_t>(x.numel()));
     type = DType::bf16;
     bias = -1;
+    const size_t n = static_cast<size_t>(x.numel());
+    Tensor t;
+    if (cache && cache->cached_narrow(value, x.data<float>(), n, type, bias, t)) return t;
+    t = Tensor::empty(x.shape(), DType::bf16);
+    kernels::f32_to_bf16(x.data<float>(), t.data<uint16_t>(), n);
+    if (cache) cache->cache_narrow(value, x.data<float>(), n, type, bias, t);
     return t;
   }
   TESSERA_INTERNAL_ASSERT(c.state.precision != nullptr, "cfp8 matmul without precision state");
@@ -40,7 +48,6 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   const DType code_type = layout == Cfp8Layout::e4m3 ? DType::cfp8_e4m3 : DType::cfp8_e5m2;
   const size_t n = static_cast<size_t>(x.numel());
   const float* src = x.data<float>();
-  const int value = c.node.inputs[k];
   const std::pair<int, int> key{c.node_id, k};
   const uint64_t offset = ps.sr_counter;
   ps.sr_counter += n;
@@ -49,6 +56,7 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   // a table. Stochastic rounding keeps the codes.
   const bool as_bf16 = ps.policy().rounding == Rounding::nearest_even;
   type = as_bf16 ? DType::bf16 : code_type;
+  if (!as_bf16) cache = nullptr;  // stochastic codes differ with the stream offset: never shared
   // Encodes x with bias b; measures amax(x) on the way when asked.
   auto encode = [&](int b, float* amax) {
     if (as_bf16) {
@@ -72,7 +80,7 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   if (ps.known_amax(value, src, n, amax) || guess < 0) {
     // Another op scanned this tensor this run, or there is no history yet: amax first.
     b = ps.observe_amax(key, ps.amax_of(value, src, n), layout);
-    t = encode(b, nullptr);
+    if (!cache || !cache->cached_narrow(value, src, n, type, b, t)) t = encode(b, nullptr);
   } else {
     // Encode with the bias the history predicts while measuring amax (one pass over x); the
     // policy's bias differs only when amax outgrew the history, and then x is encoded again, so
@@ -83,6 +91,7 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
     b = ps.observe_amax(key, amax, layout);
     if (b != guess) t = encode(b, nullptr);
   }
+  if (cache) cache->cache_narrow(value, src, n, type, b, t);
   bias = as_bf16 ? -1 : b;
   return t;
 }

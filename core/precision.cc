@@ -77,6 +77,19 @@ void PrecisionState::remember_amax(int value, const float* x, size_t n, float am
   run_amax_[value] = {x, n, amax};
 }
 
+bool PrecisionState::cached_narrow(int value, const float* x, size_t n, DType type, int bias, Tensor& out) const {
+  auto it = run_narrow_.find(value);
+  if (it == run_narrow_.end()) return false;
+  const Narrow& c = it->second;
+  if (c.x != x || c.n != n || c.type != type || c.bias != bias) return false;
+  out = c.t;
+  return true;
+}
+
+void PrecisionState::cache_narrow(int value, const float* x, size_t n, DType type, int bias, const Tensor& t) {
+  run_narrow_[value] = {x, n, type, bias, t};
+}
+
 float PrecisionState::amax_of(int value, const float* x, size_t n) {
   float a;
   if (known_amax(value, x, n, a)) return a;

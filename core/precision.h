@@ -76,7 +76,10 @@ class PrecisionState {
   // amax per graph value for one executor run: a tensor that several ops read (a weight in the
   // forward and the data-gradient matmul, an activation in the forward and the weight gradient)
   // is scanned once. Executor::run calls begin_run(); a value is recognised by id, data and size.
-  void begin_run() { run_amax_.clear(); }
+  void begin_run() {
+    run_amax_.clear();
+    run_narrow_.clear();
+  }
   bool known_amax(int value, const float* x, size_t n, float& amax) const;
   void remember_amax(int value, const float* x, size_t n, float amax);
   // amax of value `value` (`x`, n elements): remembered, or computed and remembered. A value
@@ -85,6 +88,11 @@ class PrecisionState {
   // Whether a cfp8 op has asked for this value's amax: its producer can then measure it while
   // it writes the value (maxpool2d) and remember_amax() it, saving amax_of() a pass.
   bool wants_amax(int value) const { return wanted_.count(value) != 0; }
+  // Rounded copies of parameters for one run (nearest rounding only): a weight that the forward
+  // and the data-gradient matmul both read is rounded once. Keyed by value id, checked against
+  // the source buffer, size, narrow type and cfp8 bias (-1 for bf16).
+  bool cached_narrow(int value, const float* x, size_t n, DType type, int bias, Tensor& out) const;
+  void cache_narrow(int value, const float* x, size_t n, DType type, int bias, const Tensor& t);
   const std::map<std::pair<int, int>, AmaxHistory>& histories() const { return hist_; }
   std::map<std::pair<int, int>, AmaxHistory>& histories() { return hist_; }
   uint64_t sr_counter = 0;  // advances so stochastic rounding differs step to step
@@ -98,6 +106,14 @@ class PrecisionState {
     float amax;
   };
   std::map<int, Seen> run_amax_;
+  struct Narrow {
+    const float* x;
+    size_t n;
+    DType type;
+    int bias;
+    Tensor t;
+  };
+  std::map<int, Narrow> run_narrow_;
   std::set<int> wanted_;
 };
 

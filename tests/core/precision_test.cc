@@ -241,6 +241,24 @@ TEST(PrecisionState, AmaxIsRememberedPerValueForOneRun) {
   EXPECT_FALSE(st.wants_amax(5)) << "remembered by a producer, never asked for";
 }
 
+TEST(PrecisionState, NarrowCopiesAreSharedWithinARunOnly) {
+  PrecisionState st;
+  std::vector<float> w = tensor_with_amax(2.0f), other = tensor_with_amax(2.0f);
+  Tensor t = Tensor::empty(Shape{static_cast<int64_t>(w.size())}, DType::bf16), got;
+  EXPECT_FALSE(st.cached_narrow(7, w.data(), w.size(), DType::bf16, -1, got));
+  st.cache_narrow(7, w.data(), w.size(), DType::bf16, -1, t);
+  ASSERT_TRUE(st.cached_narrow(7, w.data(), w.size(), DType::bf16, -1, got));
+  EXPECT_EQ(got.raw_data(), t.raw_data()) << "the same storage, not a copy";
+  // Any difference in source, size, type or cfp8 bias is a miss.
+  EXPECT_FALSE(st.cached_narrow(7, other.data(), other.size(), DType::bf16, -1, got));
+  EXPECT_FALSE(st.cached_narrow(7, w.data(), w.size() - 1, DType::bf16, -1, got));
+  EXPECT_FALSE(st.cached_narrow(7, w.data(), w.size(), DType::bf16, 7, got));
+  EXPECT_FALSE(st.cached_narrow(7, w.data(), w.size(), DType::cfp8_e4m3, -1, got));
+  EXPECT_FALSE(st.cached_narrow(8, w.data(), w.size(), DType::bf16, -1, got));
+  st.begin_run();  // the optimizer may have changed the weights since
+  EXPECT_FALSE(st.cached_narrow(7, w.data(), w.size(), DType::bf16, -1, got));
+}
+
 TEST(Precision, Names) {
   for (Precision p : {Precision::fp32, Precision::bf16, Precision::cfp8}) {
     EXPECT_EQ(precision_from_name(precision_name(p)), p);
