@@ -2,6 +2,7 @@
 
 #include <tessera/core/error.h>
 #include <tessera/kernels/dispatch.h>
+#include <tessera/kernels/gemm_driver.h>
 #include <tessera/kernels/parallel_chunks.h>
 
 #include <cmath>
@@ -53,6 +54,7 @@ void sgd_step(float* w, const float* grad, float* momentum_buf, size_t n, const 
   s.first_step = step == 1;
   auto f = optimizer_fns().sgd;
   for_each_chunk(n, kChunkElems, [&](size_t i, size_t j) {
+    const ScopedFlushDenormals ftz(true);  // see optimizer.h
     f(w + i, grad + i, momentum_buf ? momentum_buf + i : nullptr, j - i, s);
   });
 }
@@ -76,6 +78,7 @@ void adamw_step(float* w, const float* grad, float* exp_avg, float* exp_avg_sq, 
   s.eps = static_cast<float>(opt.eps);
   auto f = optimizer_fns().adamw;
   for_each_chunk(n, kChunkElems, [&](size_t i, size_t j) {
+    const ScopedFlushDenormals ftz(true);  // see optimizer.h
     f(w + i, grad + i, exp_avg + i, exp_avg_sq + i, j - i, s);
   });
 }

@@ -197,6 +197,43 @@ TEST_P(OptimizerRung, VectorRungsTrackTheScalarRung) {
   EXPECT_TRUE(all_close(w, want, 2e-6, 1e-7));
 }
 
+// Denormal state flushes to zero (optimizer.h): a momentum buffer decaying through the denormal
+// range, a denormal gradient, and AdamW's moments; normal values are untouched, and the caller's
+// floating-point mode is restored.
+TEST_P(OptimizerRung, DenormalsFlushToZero) {
+  const float tiny = 1e-39f;  // denormal
+  ASSERT_EQ(std::fpclassify(tiny), FP_SUBNORMAL);
+  const size_t n = 40;  // past a vector width, with a tail
+  std::vector<float> w(n, 0.5f), g(n, 0.f), buf(n, tiny);
+  g[1] = tiny;   // a denormal gradient reads as zero
+  buf[2] = 1.f;  // a normal buffer decays normally
+  SgdOptions o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  sgd_step(w.data(), g.data(), buf.data(), n, o, 2);
+  for (size_t i = 0; i < n; ++i) {
+    if (i == 2) {
+      EXPECT_EQ(buf[i], 0.9f);
+      EXPECT_EQ(w[i], 0.5f - 0.1f * 0.9f);
+    } else {
+      EXPECT_EQ(buf[i], 0.f) << i;
+      EXPECT_EQ(w[i], 0.5f) << i;
+    }
+  }
+  std::vector<float> m(n, tiny), v(n, tiny), wa(n, 0.25f);
+  AdamWOptions a;
+  a.weight_decay = 0;
+  adamw_step(wa.data(), g.data(), m.data(), v.data(), n, a, 3);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(m[i], 0.f) << i;
+    EXPECT_EQ(v[i], 0.f) << i;
+    EXPECT_EQ(wa[i], 0.25f) << i;
+  }
+  // The caller's mode is back: denormal arithmetic works outside the update.
+  volatile float x = tiny;
+  EXPECT_EQ(std::fpclassify(x * 0.5f), FP_SUBNORMAL);
+}
+
 TEST_P(OptimizerRung, BadHyperParameters) {
   std::vector<float> w(4), g(4), b(4), m(4), v(4);
   auto sgd = [&](SgdOptions o, int64_t t = 1, float* buf = nullptr) {
