@@ -8,6 +8,8 @@
 #include <tessera/core/cfp8.h>
 
 #include <immintrin.h>
+#include <cstring>
+#include <cmath>
 
 #include <limits>
 
@@ -151,42 +153,59 @@ void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
   }
 }
 
+namespace {
+// NaN inputs among n floats (the rare case the vector loops only detect).
+size_t count_nans(const float* s, size_t n) {
+  size_t c = 0;
+  for (size_t i = 0; i < n; ++i) c += std::isnan(s[i]) ? 1 : 0;
+  return c;
+}
+}  // namespace
+
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
   const Cfp8Round512 round(f);
-  size_t nans = 0, i = 0;
+  __mmask16 any_nan = 0;
+  size_t i = 0;
   for (; i + 16 <= n; i += 16) {
+    __m512i au;
     __mmask16 nan;
-    _mm512_storeu_ps(d + i, round(_mm512_loadu_ps(s + i), &nan));
-    nans += __builtin_popcount(nan);
+    _mm512_storeu_ps(d + i, round.round(_mm512_loadu_ps(s + i), au, nan));
+    any_nan |= nan;
   }
   if (i < n) {  // masked tail: short rows (a padded image row of 28 floats) stay vectorized
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    __m512i au;
     __mmask16 nan;
-    _mm512_mask_storeu_ps(d + i, m, round(_mm512_maskz_loadu_ps(m, s + i), &nan));
-    nans += __builtin_popcount(nan & m);
+    _mm512_mask_storeu_ps(d + i, m, round.round(_mm512_maskz_loadu_ps(m, s + i), au, nan));
+    any_nan |= nan & m;
   }
-  return nans;
+  return any_nan ? count_nans(s, n) : 0;
 }
 
 // f32 -> bf16 bits of the nearest cfp8 value (exact: the rounded f32 has 16 zero low bits), and
 // max |x| with NaN reported through the return of *amax. Returns the number of NaN inputs.
 size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax) {
   const Cfp8Round512 round(f);
-  __m512 m = _mm512_setzero_ps();
-  size_t nans = 0;
+  __m512i m = _mm512_setzero_si512();  // max |x| as bits: NaN bits beat every number
   auto step = [&](__mmask16 k, size_t i) {
-    const __m512 v = _mm512_maskz_loadu_ps(k, s + i);
+    __m512i au;
     __mmask16 nan;
-    const __m512i r = _mm512_castps_si512(round(v, &nan));
-    nans += __builtin_popcount(nan & k);
-    m = _mm512_max_ps(m, _mm512_abs_ps(v));  // NaN lanes are accounted for by `nans`
+    const __m512i r = _mm512_castps_si512(round.round(_mm512_maskz_loadu_ps(k, s + i), au, nan));
+    m = _mm512_max_epu32(m, au);  // masked-off lanes loaded as +0
     _mm256_mask_storeu_epi16(d + i, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
   };
   size_t i = 0;
   for (; i + 16 <= n; i += 16) step(0xffff, i);
   if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
-  *amax = nans ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(m);
-  return nans;
+  const uint32_t bits = _mm512_reduce_max_epu32(m);
+  if (bits > 0x7f800000u) {
+    *amax = std::numeric_limits<float>::quiet_NaN();
+    return count_nans(s, n);
+  }
+  float a;
+  std::memcpy(&a, &bits, sizeof a);
+  *amax = a;
+  return 0;
 }
 
 namespace {

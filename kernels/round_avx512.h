@@ -40,19 +40,28 @@ struct Cfp8Round512 {
   }
   // NaN lanes are reported in *nan when it is given.
   __m512 operator()(__m512 v, __mmask16* nan = nullptr) const {
+    __m512i au;
+    __mmask16 is_nan;
+    const __m512 r = round(v, au, is_nan);
+    if (nan) *nan = is_nan;
+    return r;
+  }
+  // The same, also giving |v| as bits (au) and the NaN lanes: callers that track amax take an
+  // unsigned max of au (NaN bits, above 0x7f800000, beat every number).
+  __m512 round(__m512 v, __m512i& au, __mmask16& is_nan) const {
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
     const __m512i u = _mm512_castps_si512(v);
-    const __m512i au = _mm512_and_si512(u, abs_mask);
+    au = _mm512_and_si512(u, abs_mask);
     const __m512 a = _mm512_castsi512_ps(au);
-    const __mmask16 is_nan = _mm512_cmpgt_epu32_mask(au, _mm512_set1_epi32(0x7f800000));
-    if (nan) *nan = is_nan;
+    is_nan = _mm512_cmpgt_epu32_mask(au, _mm512_set1_epi32(0x7f800000));
     const __m512i lsb = _mm512_and_si512(_mm512_srlv_epi32(au, lsb_shift), _mm512_set1_epi32(1));
     const __m512i rn = _mm512_and_si512(_mm512_add_epi32(au, _mm512_add_epi32(half_minus_1, lsb)), keep);
     const __m512 rs = _mm512_sub_ps(_mm512_add_ps(a, magic), magic);
     __m512 r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, min_normal, _CMP_LT_OQ), _mm512_castsi512_ps(rn), rs);
     r = _mm512_min_ps(r, max_value);  // a rounded Inf (a NaN pattern) becomes max
-    const __m512i out = _mm512_or_si512(_mm512_castps_si512(r), _mm512_andnot_si512(abs_mask, u));
-    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, is_nan, _mm512_setzero_si512()));
+    // The magnitude under abs_mask, the sign from v (0xca: A ? B : C), NaN lanes +0: one op.
+    return _mm512_castsi512_ps(
+        _mm512_maskz_ternarylogic_epi32(static_cast<__mmask16>(~is_nan), abs_mask, _mm512_castps_si512(r), u, 0xca));
   }
 };
 
