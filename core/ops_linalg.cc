@@ -6,6 +6,9 @@
 #include <tessera/kernels/convert.h>
 #include <tessera/kernels/gemm.h>
 
+#include <cstdlib>
+#include <cstring>
+
 namespace tessera {
 namespace {
 
@@ -24,6 +27,18 @@ MatmulDims matmul_dims(const Node& n, const Shape& a, const Shape& b) {
 }
 
 // Rounds an f32 operand to the policy's type. Returns the narrow tensor and fills type/bias.
+// cfp8 operands with nearest rounding reach the GEMM as codes where its packing decodes them as
+// fast as it widens bf16 (kernels::gemm_cfp8_packs_fast()), else as bf16 holding the same
+// values (the products, hence the results, are the same either way). TESSERA_CFP8_OPERANDS=
+// codes|bf16 forces one. Stochastic rounding always hands codes.
+bool cfp8_operands_as_codes() {
+  const char* v = std::getenv("TESSERA_CFP8_OPERANDS");
+  if (!v || !*v || std::strcmp(v, "auto") == 0) return kernels::gemm_cfp8_packs_fast();
+  if (std::strcmp(v, "codes") == 0) return true;
+  if (std::strcmp(v, "bf16") == 0) return false;
+  TESSERA_THROW(ValueError, "TESSERA_CFP8_OPERANDS='", v, "' is not one of: auto, codes, bf16");
+}
+
 // Parameters (read by the forward and the data-gradient matmul of each step) are rounded once
 // per run (PrecisionState::cached_narrow); other operands each time.
 Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) {
@@ -51,12 +66,10 @@ Tensor narrow_operand(OpContext& c, int k, Precision p, DType& type, int& bias) 
   const std::pair<int, int> key{c.node_id, k};
   const uint64_t offset = ps.sr_counter;
   ps.sr_counter += n;
-  // Nearest rounding hands the GEMM bf16 holding the exact cfp8 values (the same products, so
-  // the same results as cfp8 codes): packing then widens bf16 instead of decoding codes through
-  // a table. Stochastic rounding keeps the codes.
-  const bool as_bf16 = ps.policy().rounding == Rounding::nearest_even;
+  const bool nearest = ps.policy().rounding == Rounding::nearest_even;
+  const bool as_bf16 = nearest && !cfp8_operands_as_codes();
   type = as_bf16 ? DType::bf16 : code_type;
-  if (!as_bf16) cache = nullptr;  // stochastic codes differ with the stream offset: never shared
+  if (!nearest) cache = nullptr;  // stochastic codes differ with the stream offset: never shared
   // Encodes x with bias b; measures amax(x) on the way when asked.
   auto encode = [&](int b, float* amax) {
     if (as_bf16) {

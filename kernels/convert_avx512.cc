@@ -153,45 +153,42 @@ void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
   }
 }
 
-namespace {
-// NaN inputs among n floats (the rare case the vector loops only detect).
-size_t count_nans(const float* s, size_t n) {
-  size_t c = 0;
-  for (size_t i = 0; i < n; ++i) c += std::isnan(s[i]) ? 1 : 0;
-  return c;
-}
-}  // namespace
-
+// NaN lanes are counted in a vector of per-lane counters (one masked add a step; the output
+// may overwrite the input, so they cannot be recounted afterwards).
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
   const Cfp8Round512 round(f);
-  __mmask16 any_nan = 0;
+  const __m512i one = _mm512_set1_epi32(1);
+  __m512i nans = _mm512_setzero_si512();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     __m512i au;
     __mmask16 nan;
     _mm512_storeu_ps(d + i, round.round(_mm512_loadu_ps(s + i), au, nan));
-    any_nan |= nan;
+    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
   }
   if (i < n) {  // masked tail: short rows (a padded image row of 28 floats) stay vectorized
     const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
     __m512i au;
     __mmask16 nan;
     _mm512_mask_storeu_ps(d + i, m, round.round(_mm512_maskz_loadu_ps(m, s + i), au, nan));
-    any_nan |= nan & m;
+    nans = _mm512_mask_add_epi32(nans, nan & m, nans, one);
   }
-  return any_nan ? count_nans(s, n) : 0;
+  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
 }
 
 // f32 -> bf16 bits of the nearest cfp8 value (exact: the rounded f32 has 16 zero low bits), and
 // max |x| with NaN reported through the return of *amax. Returns the number of NaN inputs.
 size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax) {
   const Cfp8Round512 round(f);
+  const __m512i one = _mm512_set1_epi32(1);
   __m512i m = _mm512_setzero_si512();  // max |x| as bits: NaN bits beat every number
+  __m512i nans = _mm512_setzero_si512();
   auto step = [&](__mmask16 k, size_t i) {
     __m512i au;
     __mmask16 nan;
     const __m512i r = _mm512_castps_si512(round.round(_mm512_maskz_loadu_ps(k, s + i), au, nan));
     m = _mm512_max_epu32(m, au);  // masked-off lanes loaded as +0
+    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
     _mm256_mask_storeu_epi16(d + i, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
   };
   size_t i = 0;
@@ -200,12 +197,10 @@ size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8For
   const uint32_t bits = _mm512_reduce_max_epu32(m);
   if (bits > 0x7f800000u) {
     *amax = std::numeric_limits<float>::quiet_NaN();
-    return count_nans(s, n);
+  } else {
+    std::memcpy(amax, &bits, sizeof bits);
   }
-  float a;
-  std::memcpy(&a, &bits, sizeof a);
-  *amax = a;
-  return 0;
+  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
 }
 
 namespace {

@@ -160,6 +160,8 @@ void gemm_validate(const GemmDesc& d) {
 
 const char* gemm_impl_name(const GemmDesc& d) { return pick(d).name; }
 
+bool gemm_cfp8_packs_fast() { return active_isa() >= Isa::avx512 && gemm_cfp8_vbmi(); }
+
 void gemm(const GemmDesc& d, const void* A, const void* B, void* C) {
   gemm_validate(d);
   if (d.M == 0 || d.N == 0) return;  // nothing is read or written

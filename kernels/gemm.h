@@ -70,6 +70,11 @@ void gemm_reference(const GemmDesc& d, const void* A, const void* B, void* C);
 // "reference"); depends on the CPU, the build and the ISA cap (cpu.h).
 const char* gemm_impl_name(const GemmDesc& d);
 
+// Whether cfp8 operands pack as fast as bf16 ones on this CPU and ISA cap (AVX512_VBMI byte-table
+// decodes at an AVX-512 rung): the precision policy then hands the GEMM cfp8 codes, a byte per
+// element, instead of bf16 copies of the same values.
+bool gemm_cfp8_packs_fast();
+
 // Throws as gemm() would for a bad descriptor; gemm() calls it. Pointers are not checked here.
 void gemm_validate(const GemmDesc& d);
 

@@ -59,6 +59,43 @@ INSTANTIATE_TEST_SUITE_P(AllPrecisions, Converges,
                          ::testing::Values(Precision::fp32, Precision::bf16, Precision::cfp8),
                          [](const auto& i) { return std::string(precision_name(i.param)); });
 
+std::vector<std::vector<float>> params_of(const Trainer& t) {
+  std::vector<std::vector<float>> out;
+  for (const auto& [name, p] : t.parameters()) out.push_back(p->value.to_f32_vector());
+  return out;
+}
+
+// cfp8 operands reach the GEMM as codes or as bf16 copies of the same values
+// (TESSERA_CFP8_OPERANDS, core/ops_linalg.cc): the products are the same, so training is too,
+// bit for bit, and so is the model that the first choice trained.
+TEST(Cfp8Operands, CodesAndBf16CopiesTrainTheSameBits) {
+  Dataset train = make_synthetic_classification(256, 16, 4, 11, 0.3);
+  Dataset test = make_synthetic_classification(64, 16, 4, 11, 0.3);
+  TrainOptions o = small_options(Precision::cfp8);
+  o.epochs = 2;
+  std::vector<std::vector<float>> params[2];
+  std::vector<double> losses[2];
+  const char* modes[2] = {"codes", "bf16"};
+  for (int i = 0; i < 2; ++i) {
+    ::setenv("TESSERA_CFP8_OPERANDS", modes[i], 1);
+    Trainer t(small_model(1), {16}, 4, o);
+    std::ostringstream log;
+    for (const auto& r : t.fit(train, test, log)) losses[i].push_back(r.train_loss);
+    params[i] = params_of(t);
+  }
+  ::setenv("TESSERA_CFP8_OPERANDS", "sideways", 1);
+  {
+    Trainer t(small_model(1), {16}, 4, o);
+    std::ostringstream log;
+    EXPECT_THROW(t.fit(train, test, log), ValueError);
+  }
+  ::unsetenv("TESSERA_CFP8_OPERANDS");
+  ASSERT_EQ(losses[0].size(), 2u);
+  EXPECT_LT(losses[0].back(), losses[0].front()) << "it trained";
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_EQ(params[0], params[1]);
+}
+
 TEST(TransformerLm, LearnsRepeatingMotifs) {
   Dataset train = make_synthetic_sequences(512, 12, 16, 1);
   Dataset test = make_synthetic_sequences(128, 12, 16, 2);
@@ -77,12 +114,6 @@ TEST(TransformerLm, LearnsRepeatingMotifs) {
   EXPECT_LT(r.back().train_loss, 0.5 * r.front().train_loss) << log.str();
   EXPECT_GT(r.back().test_accuracy, 0.6) << log.str();
   if (::testing::Test::HasFailure() || std::getenv("TESSERA_TEST_VERBOSE")) std::cout << log.str();
-}
-
-std::vector<std::vector<float>> params_of(const Trainer& t) {
-  std::vector<std::vector<float>> out;
-  for (const auto& [name, p] : t.parameters()) out.push_back(p->value.to_f32_vector());
-  return out;
 }
 
 class Resume : public ::testing::TestWithParam<std::pair<Precision, std::string>> {};
