@@ -116,10 +116,14 @@ void register_conv_ops(OpRegistry& r) {
   conv.grad = [](GradContext& g) {
     const Node& n = g.node();
     int dx = g.apply1("conv2d_grad_data", {g.dy(0), g.in(1)}, conv_attrs(n, g.value(g.in(0)).shape.dims()));
-    int dw = g.apply1("conv2d_grad_weight", {g.in(0), g.dy(0)}, conv_attrs(n, g.value(g.in(1)).shape.dims()));
-    Grads out{dx, dw};
-    if (n.inputs.size() == 3) out.push_back(g.apply1("sum_rows", {g.dy(0)}));
-    return out;
+    Attrs wa = conv_attrs(n, g.value(g.in(1)).shape.dims());
+    if (n.inputs.size() == 3) {
+      // With a bias: one op gives (dw, db), so the kernel sums db while dy is in cache.
+      wa.set("bias_grad", int64_t{1});
+      std::vector<int> wb = g.apply("conv2d_grad_weight", {g.in(0), g.dy(0)}, wa);
+      return Grads{dx, wb[0], wb[1]};
+    }
+    return Grads{dx, g.apply1("conv2d_grad_weight", {g.in(0), g.dy(0)}, wa)};
   };
   conv.cost = [](const Node& n, const Graph& g) {
     auto d = conv_desc(n, g.value(n.inputs[0]).shape, g.value(n.inputs[1]).shape);
@@ -145,17 +149,20 @@ void register_conv_ops(OpRegistry& r) {
   };
   r.add(gd);
 
-  OpDef gw{"conv2d_grad_weight", 2};  // (x, dy) -> dw; attr input_shape = weight shape
+  // (x, dy) -> dw, or (dw, db) with attr bias_grad = 1; attr input_shape = weight shape.
+  OpDef gw{"conv2d_grad_weight", 2};
   gw.infer = [](const Node& n, const Ins& in) {
     Shape ws(n.attrs.ints("input_shape"));
-    conv_desc(n, in[0]->shape, ws);
-    return Outs{{ws, DType::f32}};
+    auto d = conv_desc(n, in[0]->shape, ws);
+    Outs o{{ws, DType::f32}};
+    if (n.attrs.i("bias_grad", 0)) o.push_back({Shape{d.K}, DType::f32});
+    return o;
   };
   gw.run = [](OpContext& c) {
     auto d = conv_desc(c.node, c.in[0]->shape(), Shape(c.node.attrs.ints("input_shape")));
     apply_precision(c, d, 0, -1, 1);
     kernels::conv2d_backward_weights(d, c.in[0]->data<float>(), c.in[1]->data<float>(), c.out[0]->data<float>(),
-                                     nullptr);
+                                     c.out.size() > 1 ? c.out[1]->data<float>() : nullptr);
   };
   gw.cost = [](const Node& n, const Graph& g) {
     auto d = conv_desc(n, g.value(n.inputs[0]).shape, Shape(n.attrs.ints("input_shape")));
