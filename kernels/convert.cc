@@ -21,6 +21,7 @@ const ConvertFns* convert_fns_avx512() { return nullptr; }
 void f32_round_bf16_avx512(const float* s, float* d, size_t n);
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f);
 size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax);
+size_t f32_to_cfp8_rne_amax_avx512(const float* s, uint8_t* d, size_t n, Cfp8Format f, float* amax);
 #endif
 
 namespace {
@@ -69,6 +70,12 @@ void f32_to_cfp8_pieces(const float* src, uint8_t* dst, size_t n, Cfp8Format fmt
   std::vector<size_t> nans(chunk_count(n, kPiece), 0);
   std::vector<float> partial(amax_out ? nans.size() : 0, 0.f);
   for_each_indexed_chunk(n, kPiece, [&](size_t c, size_t i, size_t j) {
+#if defined(TESSERA_HAVE_AVX512)
+    if (red && rounding == Rounding::nearest_even && active_isa() >= Isa::avx512) {
+      nans[c] = f32_to_cfp8_rne_amax_avx512(src + i, dst + i, j - i, fmt, &partial[c]);  // one loop
+      return;
+    }
+#endif
     nans[c] = f32_to_cfp8_piece(fns, src + i, dst + i, j - i, fmt, rounding, seed, offset + i);
     if (red) partial[c] = red->amax(src + i, j - i);
   });

@@ -153,6 +153,34 @@ void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
   }
 }
 
+// f32_to_cfp8_rne_512 that also returns max |x| (NaN if any x is NaN) from the same loop, the
+// tail masked: the precision policy's one-pass encode. Returns the number of NaN inputs.
+size_t f32_to_cfp8_rne_amax_avx512(const float* s, uint8_t* d, size_t n, Cfp8Format f, float* amax) {
+  const int M = f.mant_bits();
+  const __m512i one = _mm512_set1_epi32(1);
+  __m512i m = _mm512_setzero_si512(), nans = _mm512_setzero_si512();
+  auto step = [&](__mmask16 k, size_t i) {
+    const __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(k, s + i));
+    const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
+    m = _mm512_max_epu32(m, abs);  // NaN bits beat every number; masked-off lanes are +0
+    const Split512 sp = split(abs, M, f.bias);
+    const __m512i r = _mm512_cvt_roundps_epi32(sp.q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_mask_storeu_epi8(d + i, k, assemble(u, sp.e, r, M, nan));
+  };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) step(0xffff, i);
+  if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
+  const uint32_t bits = _mm512_reduce_max_epu32(m);
+  if (bits > 0x7f800000u) {
+    *amax = std::numeric_limits<float>::quiet_NaN();
+  } else {
+    std::memcpy(amax, &bits, sizeof bits);
+  }
+  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
+}
+
 // NaN lanes are counted in a vector of per-lane counters (one masked add a step; the output
 // may overwrite the input, so they cannot be recounted afterwards).
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {

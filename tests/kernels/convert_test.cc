@@ -194,7 +194,10 @@ TEST_P(ConvertRung, EncodeWithAmaxEqualsEncodeThenAmax) {
     if (n > 0) {
       x[n / 2] = std::nanf("");
       std::vector<uint8_t> got(n);
+      const uint64_t before = cfp8_invalid_count();
       EXPECT_TRUE(std::isnan(f32_to_cfp8_amax(x.data(), got.data(), n, {Cfp8Layout::e5m2, 15})));
+      EXPECT_EQ(cfp8_invalid_count() - before, 1u) << "the NaN is counted once";
+      EXPECT_EQ(got[n / 2], 0x00) << "NaN encodes to +0";
       x[n / 2] = -std::numeric_limits<float>::infinity();
       EXPECT_EQ(f32_to_cfp8_amax(x.data(), got.data(), n, {Cfp8Layout::e5m2, 15}),
                 std::numeric_limits<float>::infinity());
