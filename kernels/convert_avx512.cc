@@ -153,82 +153,90 @@ void f32_round_bf16_avx512(const float* s, float* d, size_t n) {
   }
 }
 
-// f32_to_cfp8_rne_512 that also returns max |x| (NaN if any x is NaN) from the same loop, the
-// tail masked: the precision policy's one-pass encode. Returns the number of NaN inputs.
+namespace {
+// Runs step(mask, i) over n elements 16 at a time, the tail masked (short rows, such as a padded
+// image row of 28 floats, stay vectorized).
+template <typename F>
+inline void for_each_16(size_t n, F&& step) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) step(__mmask16(0xffff), i);
+  if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
+}
+
+// Per-lane NaN counts and max |x| (as bits: NaN bits beat every number) over such a loop. The
+// output may overwrite the input, so NaNs are counted as they pass, not recounted afterwards.
+struct AmaxNans512 {
+  __m512i max_bits = _mm512_setzero_si512(), nans = _mm512_setzero_si512();
+  void add(__m512i abs_bits, __mmask16 nan) {
+    max_bits = _mm512_max_epu32(max_bits, abs_bits);  // masked-off lanes are loaded as +0
+    nans = _mm512_mask_add_epi32(nans, nan, nans, _mm512_set1_epi32(1));
+  }
+  // The reductions run once per call, through memory: GCC 12's _mm512_reduce_* intrinsics trip
+  // -Wuninitialized in its own header.
+  size_t nan_count() const {
+    alignas(64) uint32_t lanes[16];
+    _mm512_store_si512(lanes, nans);
+    size_t c = 0;
+    for (uint32_t v : lanes) c += v;
+    return c;
+  }
+  float amax() const {
+    alignas(64) uint32_t lanes[16];
+    _mm512_store_si512(lanes, max_bits);
+    uint32_t bits = 0;
+    for (uint32_t b : lanes) bits = b > bits ? b : bits;
+    if (bits > 0x7f800000u) return std::numeric_limits<float>::quiet_NaN();
+    float a;
+    std::memcpy(&a, &bits, sizeof a);
+    return a;
+  }
+};
+}  // namespace
+
+// f32_to_cfp8_rne_512 that also returns max |x| (NaN if any x is NaN) from the same loop: the
+// precision policy's one-pass encode. Returns the number of NaN inputs.
 size_t f32_to_cfp8_rne_amax_avx512(const float* s, uint8_t* d, size_t n, Cfp8Format f, float* amax) {
   const int M = f.mant_bits();
-  const __m512i one = _mm512_set1_epi32(1);
-  __m512i m = _mm512_setzero_si512(), nans = _mm512_setzero_si512();
-  auto step = [&](__mmask16 k, size_t i) {
+  AmaxNans512 acc;
+  for_each_16(n, [&](__mmask16 k, size_t i) {
     const __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(k, s + i));
     const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
-    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
-    m = _mm512_max_epu32(m, abs);  // NaN bits beat every number; masked-off lanes are +0
+    acc.add(abs, nan);
     const Split512 sp = split(abs, M, f.bias);
     const __m512i r = _mm512_cvt_roundps_epi32(sp.q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_mask_storeu_epi8(d + i, k, assemble(u, sp.e, r, M, nan));
-  };
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) step(0xffff, i);
-  if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
-  const uint32_t bits = _mm512_reduce_max_epu32(m);
-  if (bits > 0x7f800000u) {
-    *amax = std::numeric_limits<float>::quiet_NaN();
-  } else {
-    std::memcpy(amax, &bits, sizeof bits);
-  }
-  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
+  });
+  *amax = acc.amax();
+  return acc.nan_count();
 }
 
-// NaN lanes are counted in a vector of per-lane counters (one masked add a step; the output
-// may overwrite the input, so they cannot be recounted afterwards).
 size_t f32_round_cfp8_avx512(const float* s, float* d, size_t n, Cfp8Format f) {
   const Cfp8Round512 round(f);
-  const __m512i one = _mm512_set1_epi32(1);
-  __m512i nans = _mm512_setzero_si512();
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  AmaxNans512 acc;
+  for_each_16(n, [&](__mmask16 k, size_t i) {
     __m512i au;
     __mmask16 nan;
-    _mm512_storeu_ps(d + i, round.round(_mm512_loadu_ps(s + i), au, nan));
-    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
-  }
-  if (i < n) {  // masked tail: short rows (a padded image row of 28 floats) stay vectorized
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    __m512i au;
-    __mmask16 nan;
-    _mm512_mask_storeu_ps(d + i, m, round.round(_mm512_maskz_loadu_ps(m, s + i), au, nan));
-    nans = _mm512_mask_add_epi32(nans, nan & m, nans, one);
-  }
-  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
+    _mm512_mask_storeu_ps(d + i, k, round.round(_mm512_maskz_loadu_ps(k, s + i), au, nan));
+    acc.add(au, nan);
+  });
+  return acc.nan_count();
 }
 
 // f32 -> bf16 bits of the nearest cfp8 value (exact: the rounded f32 has 16 zero low bits), and
 // max |x| with NaN reported through the return of *amax. Returns the number of NaN inputs.
 size_t f32_round_cfp8_bf16_avx512(const float* s, uint16_t* d, size_t n, Cfp8Format f, float* amax) {
   const Cfp8Round512 round(f);
-  const __m512i one = _mm512_set1_epi32(1);
-  __m512i m = _mm512_setzero_si512();  // max |x| as bits: NaN bits beat every number
-  __m512i nans = _mm512_setzero_si512();
-  auto step = [&](__mmask16 k, size_t i) {
+  AmaxNans512 acc;
+  for_each_16(n, [&](__mmask16 k, size_t i) {
     __m512i au;
     __mmask16 nan;
     const __m512i r = _mm512_castps_si512(round.round(_mm512_maskz_loadu_ps(k, s + i), au, nan));
-    m = _mm512_max_epu32(m, au);  // masked-off lanes loaded as +0
-    nans = _mm512_mask_add_epi32(nans, nan, nans, one);
+    acc.add(au, nan);
     _mm256_mask_storeu_epi16(d + i, k, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
-  };
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) step(0xffff, i);
-  if (i < n) step(static_cast<__mmask16>((1u << (n - i)) - 1), i);
-  const uint32_t bits = _mm512_reduce_max_epu32(m);
-  if (bits > 0x7f800000u) {
-    *amax = std::numeric_limits<float>::quiet_NaN();
-  } else {
-    std::memcpy(amax, &bits, sizeof bits);
-  }
-  return static_cast<size_t>(_mm512_reduce_add_epi32(nans));
+  });
+  *amax = acc.amax();
+  return acc.nan_count();
 }
 
 namespace {
