@@ -59,6 +59,15 @@ void apply_precision(OpContext& c, kernels::Conv2dDesc& d, int x_in, int w_in, i
   observe(dy_in, ps.policy().gradient, d.dy_fmt);
 }
 
+// Max-pool outputs feed cfp8 convs: when the precision state wants an output's amax, the pool
+// measures it while writing (returns where to put it, or null) and it is remembered after.
+float* output_amax_slot(const OpContext& c, float& slot) {
+  return c.state.precision && c.state.precision->wants_amax(c.out_ids[0]) ? &slot : nullptr;
+}
+void remember_output_amax(OpContext& c, const float* amax) {
+  if (amax) c.state.precision->remember_amax(c.out_ids[0], c.out[0]->data<float>(), static_cast<size_t>(c.out[0]->numel()), *amax);
+}
+
 Attrs conv_attrs(const Node& n, const std::vector<int64_t>& input_shape = {}) {
   Attrs a;
   for (const char* k : {"stride", "pad", "dilation"}) if (n.attrs.has(k)) a.set(k, n.attrs.ints(k));
@@ -178,11 +187,9 @@ void register_conv_ops(OpRegistry& r) {
   };
   mp.run = [](OpContext& c) {
     auto p = pool_desc(c.node, c.in[0]->shape());
-    float* y = c.out[0]->data<float>();
-    float amax = 0.f;
-    const bool measure = c.state.precision && c.state.precision->wants_amax(c.out_ids[0]);
-    kernels::maxpool2d_forward(p, c.in[0]->data<float>(), y, c.out[1]->data<int32_t>(), measure ? &amax : nullptr);
-    if (measure) c.state.precision->remember_amax(c.out_ids[0], y, static_cast<size_t>(c.out[0]->numel()), amax);
+    float slot = 0.f, *amax = output_amax_slot(c, slot);
+    kernels::maxpool2d_forward(p, c.in[0]->data<float>(), c.out[0]->data<float>(), c.out[1]->data<int32_t>(), amax);
+    remember_output_amax(c, amax);
   };
   mp.grad = [](GradContext& g) {
     return Grads{g.apply1("maxpool2d_grad", {g.dy(0), g.out(1)}, pool_attrs(g.node(), g.value(g.in(0)).shape))};
@@ -194,13 +201,10 @@ void register_conv_ops(OpRegistry& r) {
     auto p = pool_desc(c.node, c.out[0]->shape());
     TESSERA_INTERNAL_ASSERT(!e.bias && e.act == FusedAct::none, "maxpool2d_grad absorbs only a relu_grad");
     TESSERA_INTERNAL_ASSERT(!e.relu_mask || e.relu_mask->shape() == c.out[0]->shape(), "relu_grad mask shape");
-    // A cfp8 conv's weight and data gradients read this dx: measure its amax while writing it.
-    float* dx = c.out[0]->data<float>();
-    float amax = 0.f;
-    const bool measure = c.state.precision && c.state.precision->wants_amax(c.out_ids[0]);
-    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), dx,
-                                e.relu_mask ? e.relu_mask->data<float>() : nullptr, measure ? &amax : nullptr);
-    if (measure) c.state.precision->remember_amax(c.out_ids[0], dx, static_cast<size_t>(c.out[0]->numel()), amax);
+    float slot = 0.f, *amax = output_amax_slot(c, slot);  // a cfp8 conv's gradients read dx
+    kernels::maxpool2d_backward(p, c.in[0]->data<float>(), c.in[1]->data<int32_t>(), c.out[0]->data<float>(),
+                                e.relu_mask ? e.relu_mask->data<float>() : nullptr, amax);
+    remember_output_amax(c, amax);
   };
   mpg.run = [run = mpg.run_fused](OpContext& c) { run(c, {}); };
   r.add(mpg);

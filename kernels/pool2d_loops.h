@@ -40,6 +40,12 @@ inline float bits_to_float(uint32_t b) {
   std::memcpy(&v, &b, sizeof v);
   return v;
 }
+// max(m, abs_bits(v[i])) over n floats just written (in L1 or L2): a loop of its own, which the
+// compiler vectorizes; folded into the writing loops it was not.
+inline uint32_t max_abs_bits(const float* v, int64_t n, uint32_t m) {
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, abs_bits(v[i]));
+  return m;
+}
 
 template <bool kAmax>
 void maxpool_forward_row_t(const Pool2dDesc& p, const float* x, float* y, int32_t* argmax, int64_t n, int64_t oh,
@@ -69,11 +75,7 @@ void maxpool_forward_row_t(const Pool2dDesc& p, const float* x, float* y, int32_
         for (int64_t c = 0; c < C; ++c) yo[c] = (xi[c] > yo[c] || xi[c] != xi[c]) ? xi[c] : yo[c];
       }
     });
-    if constexpr (kAmax) {
-      uint32_t m = am;
-      for (int64_t c = 0; c < C; ++c) m = std::max(m, abs_bits(yo[c]));
-      am = m;
-    }
+    if constexpr (kAmax) am = max_abs_bits(yo, C, am);
   }
 }
 
@@ -109,11 +111,7 @@ void maxpool_backward_image_t(const Pool2dDesc& p, const float* dy, const int32_
     if (mask) {
       for (int64_t i = 0; i < HW * C; ++i) base[i] = mask[i] > 0.0f ? base[i] : 0.0f;
     }
-    if constexpr (kAmax) {
-      uint32_t m = am;
-      for (int64_t i = 0; i < HW * C; ++i) m = std::max(m, abs_bits(base[i]));
-      am = m;
-    }
+    if constexpr (kAmax) am = max_abs_bits(base, HW * C, am);
     return;
   }
   for (int64_t oh = 0; oh < OH; ++oh) {
@@ -131,11 +129,7 @@ void maxpool_backward_image_t(const Pool2dDesc& p, const float* dy, const int32_
           } else {
             for (int64_t c = 0; c < C; ++c) d[c] = (a[c] == idx ? g[c] : 0.0f) + 0.0f;
           }
-          if constexpr (kAmax) {  // a loop of its own over the C values just written (L1)
-            uint32_t mx = am;
-            for (int64_t c = 0; c < C; ++c) mx = std::max(mx, abs_bits(d[c]));
-            am = mx;
-          }
+          if constexpr (kAmax) am = max_abs_bits(d, C, am);
         }
       }
     }
