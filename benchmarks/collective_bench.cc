@@ -7,7 +7,9 @@
 //   mpirun -np 4 --oversubscribe build/benchmarks/collective_bench --mesh 2x2 --dtype bf16
 //   options: --mesh RxC  --dtype f32|bf16  --min-bytes N  --max-bytes N  --chunk-bytes N
 //            --seconds S (time budget per point)  --no-grpc
-//            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc; the peer always runs)
+//            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-tcp; the peer
+//            always runs). grpc: co-located ranks over Unix sockets (the default); grpc-tcp: over
+//            TCP loopback (TESSERA_GRPC_LOCAL=tcp).
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
@@ -37,7 +39,7 @@ struct Args {
   size_t chunk_bytes = 0;
   double seconds = 0.25;
   bool grpc = true;
-  std::string rows = "ring,mesh2d,native,grpc";
+  std::string rows = "ring,mesh2d,native,grpc,grpc-tcp";
   bool want(const std::string& row) const { return ("," + rows + ",").find("," + row + ",") != std::string::npos; }
 };
 
@@ -108,8 +110,9 @@ int main(int argc, char** argv) {
   const int n = mesh.size();
 
 #if defined(TESSERA_BENCH_GRPC)
-  std::unique_ptr<MeshComm> grpc_comm;
-  if (args.grpc && args.want("grpc")) {
+  // A gRPC transport exists only while its row runs: an idle second one (its polling threads)
+  // measurably slows the first.
+  auto open_grpc = [&](bool unix_local) {
     // Rendezvous on rank 0: it picks a free port and tells the others through MPI.
     int port = rank == 0 ? grpc::pick_free_port() : 0;
     MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
@@ -117,8 +120,9 @@ int main(int argc, char** argv) {
     go.rank = rank;
     go.world_size = size;
     go.coordinator = "127.0.0.1:" + std::to_string(port);
-    grpc_comm = std::make_unique<MeshComm>(mesh, std::make_shared<grpc::GrpcTransport>(go));
-  }
+    go.unix_local = unix_local;
+    return std::make_unique<MeshComm>(mesh, std::make_shared<grpc::GrpcTransport>(go));
+  };
 #endif
 
   if (rank == 0) {
@@ -195,7 +199,10 @@ int main(int argc, char** argv) {
         tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
     }
 #if defined(TESSERA_BENCH_GRPC)
-    if (grpc_comm) tessera_row(*grpc_comm, Algorithm::mesh2d, "grpc/mesh2d");
+    for (bool unix_local : {true, false}) {
+      const std::string row = unix_local ? "grpc" : "grpc-tcp";
+      if (args.grpc && args.want(row)) tessera_row(*open_grpc(unix_local), Algorithm::mesh2d, row + "/mesh2d");
+    }
 #endif
     if (rank == 0) {
       for (const Row& r : rows) {
@@ -213,9 +220,6 @@ int main(int argc, char** argv) {
     std::printf("\nemulated mesh links (rank 0's view, all sizes and algorithms):\n%s",
                 mesh_comm->link_stats().top_links(4).c_str());
   }
-#if defined(TESSERA_BENCH_GRPC)
-  grpc_comm.reset();
-#endif
   mesh_comm.reset();
   return 0;
 }

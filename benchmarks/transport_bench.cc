@@ -4,10 +4,13 @@
 // bytes one rank sends per second. This is what collectives are built from: an all-reduce
 // over two ranks sends and receives at once (the "both" column). The "tcp socket" row is a
 // bare TCP connection over 127.0.0.1 (blocking write / read of the same bytes, a thread for
-// each direction, nothing else): the ceiling of any TCP transport, gRPC included, here.
+// each direction, nothing else): the ceiling of any TCP transport, gRPC included, here. The
+// "unix socket" row is the same over a Unix-domain socket with the buffers the grpc transport
+// asks for: the ceiling of its route between co-located ranks. "grpc transport" is the default
+// (co-located ranks over a Unix socket), "grpc over tcp" forces TCP (TESSERA_GRPC_LOCAL=tcp).
 //
 //   mpirun -np 2 build/benchmarks/transport_bench [--bytes N] [--total N] [--window W] [--seconds S]
-//                                                 [--rows raw,mpi,tcp,grpc]   (ratios are vs the first row run)
+//                       [--rows raw,mpi,tcp,unix,grpc,grpc-tcp]   (ratios are vs the first row run)
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
 #include <tessera/comms/grpc/transport.h>
@@ -19,14 +22,17 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -91,6 +97,39 @@ int tcp_connect_pair(int rank) {
   return fd;
 }
 
+// A Unix-domain connection between the two ranks (abstract name from rank 0, through MPI), with
+// SO_SNDBUF / SO_RCVBUF of `buffer` bytes as the grpc transport sets them.
+int unix_connect_pair(int rank, int buffer) {
+  unsigned id = rank == 0 ? std::random_device{}() : 0;
+  MPI_Bcast(&id, 1, MPI_UNSIGNED, 0, MPI_COMM_WORLD);
+  const std::string name = "tessera-transport-bench-" + std::to_string(id);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path + 1, name.data(), name.size());
+  const socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  auto sized = [&](int fd) {
+    for (int opt : {SO_SNDBUF, SO_RCVBUF}) setsockopt(fd, SOL_SOCKET, opt, &buffer, sizeof buffer);
+    return fd;
+  };
+  int listener = -1, ok = 1;
+  if (rank == 0) {
+    listener = sized(socket(AF_UNIX, SOCK_STREAM, 0));
+    ok = listener >= 0 && bind(listener, reinterpret_cast<sockaddr*>(&a), len) == 0 && listen(listener, 1) == 0;
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (!ok) throw std::runtime_error("unix row: cannot listen");
+  int fd = -1;
+  if (rank == 0) {
+    fd = accept(listener, nullptr, nullptr);
+    close(listener);
+  } else {
+    fd = sized(socket(AF_UNIX, SOCK_STREAM, 0));
+    if (fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&a), len) != 0) fd = -1;
+  }
+  if (fd < 0) throw std::runtime_error("unix row: connection failed");
+  return fd;
+}
+
 void tcp_write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
     const ssize_t w = write(fd, p, n);
@@ -114,7 +153,7 @@ int main(int argc, char** argv) {
   size_t bytes = 1 << 20, total = 64 << 20;
   int window = 4;
   double seconds = 0.5;
-  std::string want = "raw,mpi,tcp,grpc";
+  std::string want = "raw,mpi,tcp,unix,grpc,grpc-tcp";
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (i + 1 >= argc) {
@@ -142,8 +181,8 @@ int main(int argc, char** argv) {
   std::vector<char> out(count * bytes, 1), in(count * bytes, 0);
 
   // Generic round over a transport's isend/irecv.
-  auto transport_round = [&](Transport& t) -> Round {
-    return [&, tp = &t](bool send, bool recv) {
+  auto transport_round = [&](std::shared_ptr<Transport> tp) -> Round {
+    return [&, tp](bool send, bool recv) {
       std::vector<RequestPtr> sends(count), recvs(count);
       const Deadline d = deadline_after(std::chrono::seconds(60));
       size_t posted = 0;
@@ -173,37 +212,48 @@ int main(int argc, char** argv) {
     }
   };
 
+  // A row's resources (sockets, a transport) are made by open() when the row runs and released
+  // with its Round: an idle gRPC transport's polling threads would slow the next one.
   struct Row {
     std::string name;
-    Round round;
+    std::function<Round()> open;
   };
   auto wanted = [&](const char* row) { return ("," + want + ",").find(std::string(",") + row + ",") != std::string::npos; };
   std::vector<Row> rows;
-  if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", raw_mpi});
-  if (wanted("mpi")) rows.push_back({"mpi transport", transport_round(*mpi_t)});
-  int tcp_fd = -1;
-  if (wanted("tcp")) {
-    tcp_fd = tcp_connect_pair(rank);
-    rows.push_back({"tcp socket", [&](bool send, bool recv) {
-                      // The same messages as the other rows, written and read back to back.
-                      std::thread writer;
-                      if (send) writer = std::thread([&] { tcp_write_all(tcp_fd, out.data(), count * bytes); });
-                      if (recv) tcp_read_all(tcp_fd, in.data(), count * bytes);
-                      if (writer.joinable()) writer.join();
-                    }});
-  }
+  if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", [&] { return raw_mpi; }});
+  if (wanted("mpi")) rows.push_back({"mpi transport", [&] { return transport_round(mpi_t); }});
+  // Bare sockets: the same messages as the other rows, written and read back to back.
+  auto socket_round = [&](int fd) -> Round {
+    auto owner = std::shared_ptr<int>(new int(fd), [](int* f) { close(*f); delete f; });
+    return [&, owner](bool send, bool recv) {
+      const int fd = *owner;
+      std::thread writer;
+      if (send) writer = std::thread([&] { tcp_write_all(fd, out.data(), count * bytes); });
+      if (recv) tcp_read_all(fd, in.data(), count * bytes);
+      if (writer.joinable()) writer.join();
+    };
+  };
+  if (wanted("tcp")) rows.push_back({"tcp socket", [&] { return socket_round(tcp_connect_pair(rank)); }});
 #if defined(TESSERA_WITH_GRPC)
-  std::shared_ptr<grpc::GrpcTransport> grpc_t;
-  if (wanted("grpc")) {
-  int port = rank == 0 ? grpc::pick_free_port() : 0;
-  MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  grpc::GrpcOptions go;
-  go.rank = rank;
-  go.world_size = 2;
-  go.coordinator = "127.0.0.1:" + std::to_string(port);
-  if (const char* c = std::getenv("TESSERA_GRPC_CHUNK_BYTES")) go.chunk_bytes = std::stoull(c);
-  grpc_t = std::make_shared<grpc::GrpcTransport>(go);
-  rows.push_back({"grpc transport", transport_round(*grpc_t)});
+  const int unix_buffer = static_cast<int>(grpc::GrpcOptions{}.socket_buffer_bytes);
+  if (wanted("unix")) rows.push_back({"unix socket", [&] { return socket_round(unix_connect_pair(rank, unix_buffer)); }});
+  for (bool unix_local : {true, false}) {
+    if (!wanted(unix_local ? "grpc" : "grpc-tcp")) continue;
+    rows.push_back({unix_local ? "grpc transport" : "grpc over tcp", [&, unix_local] {
+                      int port = rank == 0 ? grpc::pick_free_port() : 0;
+                      MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
+                      grpc::GrpcOptions go;
+                      go.rank = rank;
+                      go.world_size = 2;
+                      go.coordinator = "127.0.0.1:" + std::to_string(port);
+                      go.unix_local = unix_local;
+                      if (const char* c = std::getenv("TESSERA_GRPC_CHUNK_BYTES")) go.chunk_bytes = std::stoull(c);
+                      auto t = std::make_shared<grpc::GrpcTransport>(go);
+                      const std::string route = t->route(peer);
+                      if (route != (unix_local ? "unix" : "tcp") && rank == 0)
+                        std::fprintf(stderr, "note: the grpc transport reaches its peer over %s\n", route.c_str());
+                      return transport_round(t);
+                    }});
   }
 #endif
 
@@ -215,8 +265,10 @@ int main(int argc, char** argv) {
   double peer_one = 0, peer_both = 0;
   for (Row& r : rows) {
     bool r0 = rank == 0;
-    double one = time_round(r.round, r0, !r0, seconds);
-    double both = time_round(r.round, true, true, seconds);
+    Round round = r.open();
+    double one = time_round(round, r0, !r0, seconds);
+    double both = time_round(round, true, true, seconds);
+    round = nullptr;
     if (peer_one == 0) peer_one = one, peer_both = both;
     if (rank == 0) {
       double gb = static_cast<double>(count * bytes) / 1e9;
@@ -225,6 +277,5 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
-  if (tcp_fd >= 0) close(tcp_fd);
   return 0;
 }

@@ -9,22 +9,30 @@
 #include <tessera/core/log.h>
 #include <tessera/proto/interconnect.grpc.pb.h>
 
+#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <cstddef>
 #include <deque>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 namespace tessera::comms::grpc {
@@ -99,6 +107,119 @@ void keep_large_blocks_in_heap() {
   });
 }
 
+// ---- co-located peers: Unix-domain sockets in the abstract namespace --------------------------
+
+// Which kernel and network namespace this process runs in: abstract Unix socket names are
+// visible exactly there. "" when /proc does not tell (then every peer is reached by TCP).
+std::string host_id() {
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::string boot;
+  std::getline(f, boot);
+  struct stat st {};
+  if (boot.empty() || ::stat("/proc/self/ns/net", &st) != 0) return "";
+  return boot + "/netns:" + std::to_string(st.st_ino);
+}
+
+sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  TESSERA_CHECK(name.size() + 1 < sizeof a.sun_path, "grpc transport: socket name '", name, "' is too long");
+  std::memcpy(a.sun_path + 1, name.data(), name.size());  // sun_path[0] == 0: abstract
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return a;
+}
+
+// Deep socket buffers: a 1 MiB chunk then moves in one or two wake-ups instead of five
+// (Unix sockets default to 208 KiB). The kernel doubles the request and caps it at
+// net.core.wmem_max / rmem_max; with CAP_NET_ADMIN the FORCE options lift the cap; without it
+// the capped size stands.
+void size_socket_buffers(int fd, size_t bytes) {
+  if (bytes == 0) return;
+  const int want = static_cast<int>(std::min<size_t>(bytes, size_t{1} << 29));
+  const std::pair<int, int> opts[] = {{SO_SNDBUF, SO_SNDBUFFORCE}, {SO_RCVBUF, SO_RCVBUFFORCE}};
+  for (auto [opt, force] : opts) {
+    ::setsockopt(fd, SOL_SOCKET, opt, &want, sizeof want);
+    int got = 0;
+    socklen_t len = sizeof got;
+    if (::getsockopt(fd, SOL_SOCKET, opt, &got, &len) == 0 && got < want)
+      ::setsockopt(fd, SOL_SOCKET, force, &want, sizeof want);
+  }
+}
+
+// Listens on a fresh abstract name and hands every accepted connection to the gRPC server, which
+// then serves it like a TCP connection it accepted itself.
+class LocalListener {
+ public:
+  LocalListener(int rank, size_t buffer_bytes) : buffer_bytes_(buffer_bytes) {
+    std::random_device rd;
+    char suffix[32];
+    std::snprintf(suffix, sizeof suffix, "%08x%08x", rd(), rd());
+    name_ = "tessera-grpc-" + std::to_string(::getpid()) + "-" + std::to_string(rank) + "-" + suffix;
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    TESSERA_CHECK_AS(NetworkError, fd_ >= 0, "grpc transport: cannot open a Unix socket: ", std::strerror(errno));
+    socklen_t len = 0;
+    sockaddr_un a = abstract_address(name_, len);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd_, SOMAXCONN) != 0) {
+      int e = errno;
+      ::close(fd_);
+      TESSERA_THROW(NetworkError, "grpc transport: cannot listen on Unix socket @", name_, ": ", std::strerror(e));
+    }
+  }
+  ~LocalListener() {
+    stop();
+    ::close(fd_);
+  }
+  const std::string& name() const { return name_; }
+  // Accepts until stop(); call once the server has started.
+  void start(gr::Server* server) {
+    thread_ = std::thread([this, server] {
+      for (;;) {
+        int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (c < 0) {
+          if (errno == EINTR || errno == ECONNABORTED) continue;
+          return;  // shut down by stop(), or the listener broke: peers fall back to TCP
+        }
+        size_socket_buffers(c, buffer_bytes_);
+        gr::AddInsecureChannelFromFd(server, c);
+      }
+    });
+  }
+  void stop() {
+    if (!thread_.joinable()) return;
+    ::shutdown(fd_, SHUT_RDWR);  // accept4 returns EINVAL
+    thread_.join();
+  }
+
+ private:
+  size_t buffer_bytes_;
+  std::string name_;
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+// A gRPC channel over a connection to a co-located rank's LocalListener, or nullptr if it cannot
+// be made (the caller falls back to TCP).
+std::shared_ptr<gr::Channel> connect_local(const std::string& name, size_t buffer_bytes,
+                                           const gr::ChannelArguments& args, std::string& why) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    why = std::strerror(errno);
+    return nullptr;
+  }
+  size_socket_buffers(fd, buffer_bytes);
+  socklen_t len = 0;
+  sockaddr_un a = abstract_address(name, len);
+  int rc;
+  do rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), len);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+    why = std::strerror(errno);
+    ::close(fd);
+    return nullptr;
+  }
+  return gr::CreateCustomInsecureChannelFromFd("unix-abstract:" + name, fd, args);
+}
+
 }  // namespace
 
 GrpcOptions GrpcOptions::from_env() {
@@ -108,6 +229,10 @@ GrpcOptions GrpcOptions::from_env() {
   o.coordinator = env_or("TESSERA_COORDINATOR", o.coordinator);
   o.bind_host = env_or("TESSERA_BIND_HOST", o.bind_host);
   o.chunk_bytes = static_cast<size_t>(env_int("TESSERA_GRPC_CHUNK_BYTES", false, static_cast<int>(o.chunk_bytes)));
+  const std::string local = env_or("TESSERA_GRPC_LOCAL", "unix");
+  TESSERA_CHECK(local == "unix" || local == "tcp", "grpc transport: TESSERA_GRPC_LOCAL='", local,
+                "' is neither 'unix' nor 'tcp'");
+  o.unix_local = local == "unix";
   return o;
 }
 
@@ -327,6 +452,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   std::vector<std::shared_ptr<Inbox>> inboxes;
   std::vector<std::shared_ptr<Outbox>> outboxes;
   std::vector<std::shared_ptr<gr::Channel>> channels;
+  std::unique_ptr<LocalListener> local;   // co-located peers connect here (unix_local)
+  std::vector<bool> via_unix;             // per peer: reached over a Unix socket
   std::atomic<bool> aborted{false};
   std::string abort_reason;
   std::mutex abort_mu;
@@ -334,7 +461,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   // Coordinator state (rank 0).
   std::mutex coord_mu;
   std::condition_variable coord_cv;
-  std::vector<std::string> hellos;
+  std::vector<std::string> hellos, hello_local, hello_host;
   int hello_count = 0;
 
   std::string who(int r) const {
@@ -368,6 +495,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     }
     if (hellos[r].empty()) {
       hellos[r] = req->address();
+      hello_local[r] = req->local_address();
+      hello_host[r] = req->host_id();
       ++hello_count;
       coord_cv.notify_all();
     }
@@ -379,7 +508,11 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no hello from rank(s) " + missing};
       }
     }
-    for (const auto& a : hellos) reply->add_addresses(a);
+    for (int i = 0; i < opt.world_size; ++i) {
+      reply->add_addresses(hellos[i]);
+      reply->add_local_addresses(hello_local[i]);
+      reply->add_host_ids(hello_host[i]);
+    }
     return gr::Status::OK;
   }
 
@@ -591,7 +724,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   auto colon = o.coordinator.rfind(':');
   TESSERA_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < o.coordinator.size(),
                 "grpc transport: coordinator address '", o.coordinator, "' is not host:port");
-  m.hellos.assign(static_cast<size_t>(o.world_size), "");
+  for (auto* v : {&m.hellos, &m.hello_local, &m.hello_host}) v->assign(static_cast<size_t>(o.world_size), "");
   for (int r = 0; r < o.world_size; ++r) {
     m.inboxes.push_back(std::make_shared<Inbox>());
     m.outboxes.push_back(std::make_shared<Outbox>());
@@ -615,6 +748,11 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   TESSERA_CHECK_AS(NetworkError, m.server && port > 0, "grpc transport: rank ", o.rank,
                    " cannot listen on ", listen, o.rank == 0 ? " (the coordinator address; is the port in use?)" : "");
   m.address = (o.rank == 0 ? o.coordinator.substr(0, colon) : o.bind_host) + ":" + std::to_string(port);
+  const std::string host = o.unix_local && o.world_size > 1 ? host_id() : "";
+  if (!host.empty()) {
+    m.local = std::make_unique<LocalListener>(o.rank, o.socket_buffer_bytes);
+    m.local->start(m.server.get());
+  }
 
   // Rendezvous.
   gr::ChannelArguments small;
@@ -629,12 +767,17 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   req.set_world_size(static_cast<uint32_t>(o.world_size));
   req.set_address(m.address);
   req.set_protocol_version(kProtocolVersion);
+  if (m.local) {
+    req.set_local_address(m.local->name());
+    req.set_host_id(host);
+  }
   proto::HelloReply reply;
   gr::Status st = coord->Hello(&hctx, req, &reply);
   if (!st.ok()) {
     std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous at coordinator " +
                       o.coordinator + " failed: " + st.error_message() + " (after at most " +
                       std::to_string(o.connect_timeout.count()) + " ms)";
+    if (m.local) m.local->stop();
     m.server->Shutdown(std::chrono::system_clock::now());
     if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
       throw TimeoutError(msg);
@@ -643,6 +786,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   TESSERA_CHECK_AS(RemoteError, reply.addresses_size() == o.world_size, "grpc transport: the coordinator sent ",
                    reply.addresses_size(), " addresses for a world of ", o.world_size);
   m.addresses.assign(reply.addresses().begin(), reply.addresses().end());
+  m.via_unix.assign(static_cast<size_t>(o.world_size), false);
 
   // One stream to every peer, opened now so that a peer's death is seen on every connection.
   gr::ChannelArguments args;
@@ -651,7 +795,15 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   tune_http2(args);
   for (int p = 0; p < o.world_size; ++p) {
     if (p == o.rank) continue;
-    auto ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
+    std::shared_ptr<gr::Channel> ch;
+    if (m.local && reply.host_ids_size() == o.world_size && reply.host_ids(p) == host &&
+        !reply.local_addresses(p).empty()) {
+      std::string why;
+      ch = connect_local(reply.local_addresses(p), o.socket_buffer_bytes, args, why);
+      if (ch) m.via_unix[p] = true;
+      else log::get("comms")->warn("grpc: rank {} cannot reach {} over its Unix socket ({}); using TCP", o.rank, m.who(p), why);
+    }
+    if (!ch) ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
     m.channels.push_back(ch);
     Outbox& out = *m.outboxes[p];
     out.method = std::make_unique<gr::internal::RpcMethod>(kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING, ch);
@@ -659,7 +811,10 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     out.writer = std::thread([this, p] { impl_->writer_loop(p); });
     out.acker = std::thread([this, p] { impl_->acker_loop(p); });
   }
-  log::get("comms")->debug("grpc: rank {} of {} at {}", o.rank, o.world_size, m.address);
+  int unix_peers = 0;
+  for (bool u : m.via_unix) unix_peers += u;
+  log::get("comms")->debug("grpc: rank {} of {} at {}; {} of {} peers over a Unix socket", o.rank, o.world_size,
+                           m.address, unix_peers, o.world_size - 1);
 }
 
 GrpcTransport::~GrpcTransport() {
@@ -691,6 +846,7 @@ GrpcTransport::~GrpcTransport() {
     if (out.acker.joinable()) out.acker.join();
     out.stream->Finish();
   });
+  if (m.local) m.local->stop();
   m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   m.server->Wait();
 }
@@ -699,6 +855,11 @@ int GrpcTransport::rank() const { return impl_->opt.rank; }
 int GrpcTransport::size() const { return impl_->opt.world_size; }
 const std::string& GrpcTransport::address() const { return impl_->address; }
 std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
+std::string GrpcTransport::route(int peer) const {
+  TESSERA_CHECK_INDEX(peer >= 0 && peer < impl_->opt.world_size, "grpc: peer rank ", peer,
+                      " is outside the world of ", impl_->opt.world_size);
+  return peer == impl_->opt.rank ? "self" : impl_->via_unix[peer] ? "unix" : "tcp";
+}
 
 RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
   Impl& m = *impl_;

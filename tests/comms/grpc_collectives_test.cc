@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 namespace tessera::comms {
 namespace {
 
@@ -44,6 +46,17 @@ TEST(GrpcGrid, EveryCaseExact) {
     EXPECT_EQ(sum_over_ranks(static_cast<int>(failures.size())), 0)
         << "mesh " << ms << ", " << cases.size() << " cases over " << p << " grpc processes";
   }
+}
+
+// Ranks started on one machine reach each other over Unix sockets, unless TESSERA_GRPC_LOCAL=tcp
+// (ctest runs this binary both ways, so the grid above covers both routes).
+TEST(GrpcRoutes, CoLocatedPeersUseUnixSocketsUnlessToldTcp) {
+  const char* local = std::getenv("TESSERA_GRPC_LOCAL");
+  const std::string want = local && std::string(local) == "tcp" ? "tcp" : "unix";
+  for (int p = 0; p < g_transport->size(); ++p) {
+    EXPECT_EQ(g_transport->route(p), p == g_transport->rank() ? "self" : want) << "peer " << p;
+  }
+  EXPECT_THROW(g_transport->route(g_transport->size()), IndexError);
 }
 
 TEST(GrpcGrid, LargeMessagesAreChunkedAndChecksummed) {

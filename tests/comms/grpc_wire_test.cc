@@ -2,11 +2,14 @@
 // the same bytes both ways, payloads across slice boundaries, every truncation, bad input, and
 // that sending does not copy the payload.
 #include <tessera/comms/crc32.h>
+#include <tessera/comms/grpc/transport.h>
 #include <tessera/comms/grpc/wire.h>
+#include <tessera/core/error.h>
 #include <tessera/proto/interconnect.pb.h>
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -157,6 +160,43 @@ TEST(GrpcWire, SendingReferencesTheCallersBuffer) {
   // copy_payload without a destination only checksums.
   WireChunk back = decode_for_test(joined);
   EXPECT_EQ(copy_payload(back, nullptr), w.crc32);
+}
+
+// The environment a launcher sets: required variables, numbers, and the route for co-located
+// peers (TESSERA_GRPC_LOCAL); anything else is a ValueError naming the variable.
+TEST(GrpcOptionsFromEnv, ReadsTheLaunchersVariablesAndRejectsBadOnes) {
+  ::setenv("TESSERA_RANK", "2", 1);
+  ::setenv("TESSERA_WORLD_SIZE", "4", 1);
+  ::setenv("TESSERA_COORDINATOR", "127.0.0.1:4567", 1);
+  ::setenv("TESSERA_GRPC_CHUNK_BYTES", "65536", 1);
+  ::unsetenv("TESSERA_GRPC_LOCAL");
+  GrpcOptions o = GrpcOptions::from_env();
+  EXPECT_EQ(o.rank, 2);
+  EXPECT_EQ(o.world_size, 4);
+  EXPECT_EQ(o.coordinator, "127.0.0.1:4567");
+  EXPECT_EQ(o.chunk_bytes, 65536u);
+  EXPECT_TRUE(o.unix_local);
+  ::setenv("TESSERA_GRPC_LOCAL", "tcp", 1);
+  EXPECT_FALSE(GrpcOptions::from_env().unix_local);
+  ::setenv("TESSERA_GRPC_LOCAL", "unix", 1);
+  EXPECT_TRUE(GrpcOptions::from_env().unix_local);
+  auto message_of = [] {
+    try {
+      GrpcOptions::from_env();
+    } catch (const ValueError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no ValueError");
+  };
+  ::setenv("TESSERA_GRPC_LOCAL", "shm", 1);
+  EXPECT_NE(message_of().find("TESSERA_GRPC_LOCAL='shm'"), std::string::npos) << message_of();
+  ::unsetenv("TESSERA_GRPC_LOCAL");
+  ::setenv("TESSERA_GRPC_CHUNK_BYTES", "1M", 1);
+  EXPECT_NE(message_of().find("TESSERA_GRPC_CHUNK_BYTES"), std::string::npos) << message_of();
+  ::unsetenv("TESSERA_GRPC_CHUNK_BYTES");
+  ::unsetenv("TESSERA_RANK");
+  EXPECT_NE(message_of().find("TESSERA_RANK"), std::string::npos) << message_of();
+  for (const char* v : {"TESSERA_WORLD_SIZE", "TESSERA_COORDINATOR"}) ::unsetenv(v);
 }
 
 }  // namespace
