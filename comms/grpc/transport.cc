@@ -740,6 +740,11 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   b.SetMaxReceiveMessageSize(max_in);
   b.SetMaxSendMessageSize(kFraming);
   tune_http2(b);
+  // One long-lived stream per peer: one idle poller is enough (gRPC's default keeps up to two per
+  // completion queue, and one queue per core, all waiting on the same sockets).
+  b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
   m.exchange = std::make_unique<ExchangeService>(
       [this](gr::ServerContext* ctx, ExchangeService::Stream* st) { return impl_->Exchange(ctx, st); });
   b.RegisterService(m.exchange.get());
@@ -758,6 +763,11 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   gr::ChannelArguments small;
   small.SetMaxReceiveMessageSize(kFraming * 16);
   small.SetMaxSendMessageSize(kFraming);
+  // Ranks start together, so the coordinator is often not listening yet when a rank first
+  // dials it: retry within milliseconds, not after gRPC's default 1 s backoff.
+  small.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
+  small.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  small.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
   auto coord = proto::Coordinator::NewStub(gr::CreateCustomChannel(o.coordinator, gr::InsecureChannelCredentials(), small));
   gr::ClientContext hctx;
   hctx.set_deadline(std::chrono::system_clock::now() + o.connect_timeout);
