@@ -755,8 +755,13 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   m.address = (o.rank == 0 ? o.coordinator.substr(0, colon) : o.bind_host) + ":" + std::to_string(port);
   const std::string host = o.unix_local && o.world_size > 1 ? host_id() : "";
   if (!host.empty()) {
-    m.local = std::make_unique<LocalListener>(o.rank, o.socket_buffer_bytes);
-    m.local->start(m.server.get());
+    try {
+      m.local = std::make_unique<LocalListener>(o.rank, o.socket_buffer_bytes);
+      m.local->start(m.server.get());
+    } catch (const NetworkError& e) {  // e.g. Unix sockets forbidden here: peers use TCP
+      log::get("comms")->warn("grpc: rank {}: {}; co-located peers will use TCP", o.rank, e.what());
+      m.local.reset();
+    }
   }
 
   // Rendezvous.

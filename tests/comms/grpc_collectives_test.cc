@@ -15,6 +15,16 @@ namespace {
 
 std::shared_ptr<grpc::GrpcTransport> g_transport;
 
+bool tcp_everywhere() {
+  const char* local = std::getenv("TESSERA_GRPC_LOCAL");
+  return local && std::string(local) == "tcp";
+}
+// TESSERA_TEST_TCP_RANKS: comma-separated ranks that are told TESSERA_GRPC_LOCAL=tcp.
+bool tcp_rank(int r) {
+  const char* v = std::getenv("TESSERA_TEST_TCP_RANKS");
+  return v && ("," + std::string(v) + ",").find("," + std::to_string(r) + ",") != std::string::npos;
+}
+
 int sum_over_ranks(int mine) {
   MeshComm c(Mesh::parse("1x" + std::to_string(g_transport->size())), g_transport);
   float v = static_cast<float>(mine);
@@ -49,12 +59,12 @@ TEST(GrpcGrid, EveryCaseExact) {
 }
 
 // Ranks started on one machine reach each other over Unix sockets, unless TESSERA_GRPC_LOCAL=tcp
-// (ctest runs this binary both ways, so the grid above covers both routes).
+// (ctest runs this binary both ways, so the grid above covers both routes) or either end is one
+// of the ranks in TESSERA_TEST_TCP_RANKS (a job with both routes at once).
 TEST(GrpcRoutes, CoLocatedPeersUseUnixSocketsUnlessToldTcp) {
-  const char* local = std::getenv("TESSERA_GRPC_LOCAL");
-  const std::string want = local && std::string(local) == "tcp" ? "tcp" : "unix";
   for (int p = 0; p < g_transport->size(); ++p) {
-    EXPECT_EQ(g_transport->route(p), p == g_transport->rank() ? "self" : want) << "peer " << p;
+    const bool tcp = tcp_everywhere() || tcp_rank(p) || tcp_rank(g_transport->rank());
+    EXPECT_EQ(g_transport->route(p), p == g_transport->rank() ? "self" : tcp ? "tcp" : "unix") << "peer " << p;
   }
   EXPECT_THROW(g_transport->route(g_transport->size()), IndexError);
 }
@@ -80,6 +90,7 @@ TEST(GrpcGrid, LargeMessagesAreChunkedAndChecksummed) {
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   auto opts = tessera::comms::grpc::GrpcOptions::from_env();
+  if (tessera::comms::tcp_rank(opts.rank)) opts.unix_local = false;
   tessera::comms::g_transport = std::make_shared<tessera::comms::grpc::GrpcTransport>(opts);
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   if (opts.rank != 0) delete listeners.Release(listeners.default_result_printer());
