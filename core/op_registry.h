@@ -21,6 +21,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -86,6 +87,8 @@ struct Epilogue {
 };
 
 struct OpDef {
+  OpDef() = default;
+  OpDef(std::string op_name, int inputs) : name(std::move(op_name)), num_inputs(inputs) {}
   std::string name;
   int num_inputs = -1;  // -1: variadic
   std::function<Outs(const Node&, const Ins&)> infer;

@@ -219,6 +219,12 @@ inline __m512i gemm_load_kwords(const GemmPackSrc& s, int64_t off, int64_t kleft
   }
 }
 
+// GCC 12's _mm512_unpack{lo,hi}_epi32 pass _mm512_undefined_epi32() (a self-initialised
+// variable) as the unused merge source, which -Wuninitialized reports once inlined here in
+// some builds (ASan). Nothing is uninitialised: the mask is all ones.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 // In-register transpose of a 16 x 16 matrix of 32-bit words.
 inline void gemm_transpose16(__m512i (&r)[16]) {
   __m512i t[16];
@@ -284,6 +290,8 @@ inline void gemm_transpose8x16_store(const __m512i (&r)[8], uint32_t* dst, int64
     }
   }
 }
+
+#pragma GCC diagnostic pop
 
 inline void gemm_store_words(uint32_t* dst, int gw, __m512i v) {
   if (gw == 16) {

@@ -77,8 +77,12 @@ TEST(Bf16, RoundToNearestAgainstDoubleOnRandomValues) {
     double up = bf16_to_f32(static_cast<uint16_t>(b + 1));
     double down = bf16_to_f32(static_cast<uint16_t>(b - 1));
     double err = std::fabs(got - f);
-    if (std::isfinite(up)) EXPECT_LE(err, std::fabs(up - f)) << f;
-    if (std::isfinite(down) && (b & 0x7fff) != 0) EXPECT_LE(err, std::fabs(down - f)) << f;
+    if (std::isfinite(up)) {
+      EXPECT_LE(err, std::fabs(up - f)) << f;
+    }
+    if (std::isfinite(down) && (b & 0x7fff) != 0) {
+      EXPECT_LE(err, std::fabs(down - f)) << f;
+    }
   }
 }
 

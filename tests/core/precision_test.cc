@@ -217,7 +217,9 @@ TEST(PrecisionState, PredictionHoldsWhenAmaxStaysWithinTheHistory) {
       }
     }
     // With a history of one, every value is evicted by the next: nothing to predict from.
-    if (length >= 2) EXPECT_GT(checked, 50) << "length " << length;
+    if (length >= 2) {
+      EXPECT_GT(checked, 50) << "length " << length;
+    }
   }
 }
 
