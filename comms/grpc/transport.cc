@@ -51,6 +51,10 @@ namespace {
 constexpr uint32_t kProtocolVersion = 1;
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 36;  // sanity bound on a peer's claim
 constexpr int kFraming = 64 << 10;                         // proto fields around a payload
+// Messages up to this size are sent eagerly: copied into gRPC-owned slices, their sends complete
+// when gRPC has them (the receiver's ack still arrives, and is then only counted). Larger ones
+// are sent from the caller's buffer and complete on the ack.
+constexpr size_t kEagerBytes = 256 << 10;
 
 uint32_t crc32_of(const void* data, size_t n) { return crc32_update(0, data, n); }
 
@@ -666,6 +670,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       }
       bool ok = true;
       size_t off = 0;
+      const bool eager = op->bytes <= kEagerBytes;
+      c.copy = eager;
       do {
         size_t n = std::min(opt.chunk_bytes, op->bytes - off);
         c.tag = op->tag;
@@ -679,6 +685,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       } while (ok && off < op->bytes);
       std::lock_guard<std::mutex> lock(out.mu);
       out.writing = nullptr;
+      if (ok && eager && !op->failed) op->done = true;
       out.cv.notify_all();
       if (!ok) {
         op->failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
@@ -701,7 +708,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       auto op = out.unacked.front();
       out.unacked.pop_front();
       if (!a.error().empty()) {
-        op->failed = Failure{FailKind::remote, who(peer) + " rejected a message: " + a.error()};
+        // An eager send already completed; the receiver fails its side and closes the stream,
+        // which fails every later operation with it here.
+        if (!op->done) op->failed = Failure{FailKind::remote, who(peer) + " rejected a message: " + a.error()};
       } else {
         op->done = true;
       }

@@ -8,8 +8,10 @@
 //
 // Wire: one client stream (Exchange) per ordered pair of ranks carries that sender's messages
 // in posting order, each as chunks of at most chunk_bytes with a zlib crc32 per chunk; the
-// receiver acknowledges every whole message on the same stream. A send completes when its
-// acknowledgement arrives, i.e. when the receiver holds the whole message. Maximum message
+// receiver acknowledges every whole message on the same stream. A send of more than 256 KiB
+// completes when its acknowledgement arrives, i.e. when the receiver holds the whole message;
+// a smaller one is copied into gRPC's buffers and completes once gRPC has it (eager, as MPI
+// sends small messages), which saves a round trip per step of a small collective. Maximum message
 // sizes are set explicitly on the server and on every channel (one chunk plus framing).
 // Addresses: the service binds 127.0.0.1 (ephemeral port; rank 0: the coordinator's port)
 // unless bind_host says otherwise (env TESSERA_BIND_HOST). Ranks on the same host (same boot id

@@ -208,6 +208,16 @@ namespace grpc {
 Status SerializationTraits<tessera::comms::grpc::WireChunk, void>::Serialize(
     const tessera::comms::grpc::WireChunk& c, ByteBuffer* bb, bool* own_buffer) {
   std::string h = tessera::comms::grpc::encode_header(c);
+  if (c.copy) {
+    Slice one(h.size() + c.size);  // gRPC-owned: the caller's buffer is free once Write returns
+    auto* p = const_cast<uint8_t*>(one.begin());
+    std::memcpy(p, h.data(), h.size());
+    if (c.size) std::memcpy(p + h.size(), c.data, c.size);
+    ByteBuffer out(&one, 1);
+    bb->Swap(&out);
+    *own_buffer = true;
+    return Status::OK;
+  }
   Slice parts[2] = {Slice(h.data(), h.size()),
                     // The caller's bytes, referenced, not copied (see the lifetime note in wire.h).
                     Slice(c.data, c.size, Slice::STATIC_SLICE)};

@@ -16,7 +16,9 @@
 //
 // Lifetime: gRPC may hold the payload slice after Write() returns; the transport completes a
 // send only when the receiver acknowledges the whole message, by which time every byte has been
-// copied into the socket, so the caller's buffer is never read after its send completes.
+// copied into the socket, so the caller's buffer is never read after its send completes. Small
+// messages are the exception: with `copy` set, the chunk is serialized into one slice gRPC owns
+// (header and payload copied), so their sends may complete as soon as Write() returns.
 #pragma once
 
 #include <grpcpp/impl/serialization_traits.h>
@@ -46,6 +48,7 @@ struct WireChunk {
   // following slices.
   const char* data = nullptr;
   size_t size = 0;
+  bool copy = false;  // sending: copy the payload into a gRPC-owned slice instead of referencing it
   std::vector<::grpc::Slice> slices;
   size_t first_slice = 0;
   size_t first_offset = 0;

@@ -69,6 +69,32 @@ TEST(GrpcRoutes, CoLocatedPeersUseUnixSocketsUnlessToldTcp) {
   EXPECT_THROW(g_transport->route(g_transport->size()), IndexError);
 }
 
+// A completed send leaves the caller's buffer free, for eager (<= 256 KiB, copied) and
+// acknowledged (larger, sent from the buffer) messages alike: rank 0 overwrites its buffer after
+// each send completes and sends again; rank 1 must see every version intact.
+TEST(GrpcTransport, BufferIsReusableOnceTheSendCompletes) {
+  if (g_transport->size() < 2 || g_transport->rank() > 1) return;
+  const auto deadline = [] { return deadline_after(std::chrono::seconds(30)); };
+  for (size_t bytes : {size_t{8}, size_t{60} << 10, size_t{256} << 10, (size_t{256} << 10) + 4, size_t{3} << 20}) {
+    const size_t n = bytes / sizeof(uint32_t);
+    std::vector<uint32_t> buf(n);
+    for (uint32_t version = 0; version < 3; ++version) {
+      const uint64_t tag = 1000 + version;
+      if (g_transport->rank() == 0) {
+        for (size_t i = 0; i < n; ++i) buf[i] = static_cast<uint32_t>(i * 2654435761u) ^ version;
+        ASSERT_TRUE(g_transport->isend(1, tag, buf.data(), bytes)->wait(deadline()));
+        std::fill(buf.begin(), buf.end(), 0xdeadbeefu);  // reused at once
+      } else {
+        std::vector<uint32_t> got(n, 0);
+        ASSERT_TRUE(g_transport->irecv(0, tag, got.data(), bytes)->wait(deadline()));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; ++i) bad += got[i] != (static_cast<uint32_t>(i * 2654435761u) ^ version);
+        EXPECT_EQ(bad, 0u) << bytes << " bytes, version " << version;
+      }
+    }
+  }
+}
+
 TEST(GrpcGrid, LargeMessagesAreChunkedAndChecksummed) {
   // 3 MiB per node with 1 MiB transport chunks and 256 KiB segments: multi-chunk messages.
   MeshComm comm(Mesh::parse("1x" + std::to_string(g_transport->size())), g_transport);

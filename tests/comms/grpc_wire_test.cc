@@ -162,6 +162,32 @@ TEST(GrpcWire, SendingReferencesTheCallersBuffer) {
   EXPECT_EQ(copy_payload(back, nullptr), w.crc32);
 }
 
+// Eager (small) sends: the same bytes in one slice that gRPC owns, so the caller may reuse its
+// buffer as soon as Write returns.
+TEST(GrpcWire, EagerSendingCopiesIntoOneOwnedSlice) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{4093}, size_t{1} << 16}) {
+    std::string payload = pattern(n, 5);
+    WireChunk w = sample(payload);
+    w.copy = true;
+    ::grpc::ByteBuffer bb;
+    bool own = false;
+    ASSERT_TRUE((::grpc::SerializationTraits<WireChunk>::Serialize(w, &bb, &own).ok()));
+    std::vector<::grpc::Slice> slices;
+    ASSERT_TRUE(bb.Dump(&slices).ok());
+    ASSERT_EQ(slices.size(), 1u);
+    const char* b = reinterpret_cast<const char*>(slices[0].begin());
+    EXPECT_TRUE(b + slices[0].size() <= payload.data() || b >= payload.data() + payload.size() || n == 0)
+        << "the slice overlaps the caller's buffer";
+    std::string sent(b, slices[0].size());
+    for (auto& c : payload) c = static_cast<char>(~c);  // the caller reuses its buffer
+    proto::Chunk p;
+    ASSERT_TRUE(p.ParseFromString(sent));
+    EXPECT_EQ(p.payload(), pattern(n, 5)) << n;
+    WireChunk ref = sample(pattern(n, 5));
+    EXPECT_EQ(sent, encode_for_test(ref)) << n;  // the same bytes as the referencing encoding
+  }
+}
+
 // The environment a launcher sets: required variables, numbers, and the route for co-located
 // peers (TESSERA_GRPC_LOCAL); anything else is a ValueError naming the variable.
 TEST(GrpcOptionsFromEnv, ReadsTheLaunchersVariablesAndRejectsBadOnes) {
