@@ -554,13 +554,12 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         break;
       }
       if (whole) {
-        // Ack first, then complete the receive: a receiver that finishes its collective and
-        // then stops or dies must not leave the sender waiting for an ack it never wrote.
-        Ack ack;
-        ack.set_tag(c.tag);
-        ack.set_received_bytes(c.total_bytes);
-        const bool ok = stream->Write(ack);
-        {
+        // The sender of a large message waits for its ack: ack first, then complete the
+        // receive, so a receiver that finishes its collective and then stops or dies never
+        // leaves the sender waiting for an ack it did not write. An eager (small) send completed
+        // when it was written: complete the receive at once, ack after.
+        const bool eager = whole->total <= kEagerBytes;
+        auto complete = [&] {
           std::lock_guard<std::mutex> lock(in.mu);
           whole->acked = true;
           if (whole->target) {
@@ -569,7 +568,13 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
             whole->target.reset();
             in.cv.notify_all();
           }
-        }
+        };
+        if (eager) complete();
+        Ack ack;
+        ack.set_tag(c.tag);
+        ack.set_received_bytes(c.total_bytes);
+        const bool ok = stream->Write(ack);
+        if (!eager) complete();
         if (!ok) break;
       }
     }
