@@ -11,7 +11,10 @@
 // receiver acknowledges every whole message on the same stream. A send of more than 256 KiB
 // completes when its acknowledgement arrives, i.e. when the receiver holds the whole message;
 // a smaller one is copied into gRPC's buffers and completes once gRPC has it (eager, as MPI
-// sends small messages), which saves a round trip per step of a small collective. Maximum message
+// sends small messages), which saves a round trip per step of a small collective. So, as with
+// MPI, a rank can finish a collective before its peers have received its last small messages:
+// if it is then killed, they fail that collective with NetworkError; destroying the transport
+// (normal exit) waits until every peer has read everything sent to it (at most 2 s). Maximum message
 // sizes are set explicitly on the server and on every channel (one chunk plus framing).
 // Addresses: the service binds 127.0.0.1 (ephemeral port; rank 0: the coordinator's port)
 // unless bind_host says otherwise (env TESSERA_BIND_HOST). Ranks on the same host (same boot id
