@@ -5,6 +5,7 @@
 // over two ranks sends and receives at once (the "both" column). The "tcp socket" row is a
 // bare TCP connection over 127.0.0.1 (blocking write / read of the same bytes, a thread for
 // each direction, nothing else): the ceiling of any TCP transport, gRPC included, here. The
+// "latency" column is half the round trip of an 8-byte message (ping-pong). The
 // "unix socket" row is the same over a Unix-domain socket with the buffers the grpc transport
 // asks for: the ceiling of its route between co-located ranks. "grpc transport" is the default
 // (co-located ranks over a Unix socket), "grpc over tcp" forces TCP (TESSERA_GRPC_LOCAL=tcp).
@@ -47,6 +48,29 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 // One round: `count` messages of `bytes` each, at most `window` in flight, send and/or receive.
 using Round = std::function<void(bool send, bool recv)>;
+// `iters` round trips of an 8-byte message: rank 0 sends and waits for the echo, rank 1 echoes.
+using PingPong = std::function<void(int iters)>;
+struct Ops {
+  Round round;
+  PingPong ping;
+};
+
+// Half a round trip in seconds: warm-up, then enough round trips to fill the budget.
+double time_pingpong(const PingPong& ping, double budget) {
+  ping(20);
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = now();
+  ping(50);
+  double one = (now() - t0) / 50;
+  MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  int iters = static_cast<int>(std::clamp(budget / std::max(one, 1e-7), 50.0, 200000.0));
+  MPI_Barrier(MPI_COMM_WORLD);
+  t0 = now();
+  ping(iters);
+  double t = (now() - t0) / iters / 2;
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
 
 // Seconds per round: warm-up, then enough rounds to fill the budget (agreed over ranks).
 double time_round(const Round& round, bool send, bool recv, double budget) {
@@ -180,9 +204,24 @@ int main(int argc, char** argv) {
   const size_t count = std::max<size_t>(1, total / std::max<size_t>(bytes, 1));
   std::vector<char> out(count * bytes, 1), in(count * bytes, 0);
 
-  // Generic round over a transport's isend/irecv.
-  auto transport_round = [&](std::shared_ptr<Transport> tp) -> Round {
-    return [&, tp](bool send, bool recv) {
+  // Generic round and ping-pong over a transport's isend/irecv.
+  auto transport_ops = [&](std::shared_ptr<Transport> tp) -> Ops {
+    Ops ops;
+    ops.ping = [&, tp](int iters) {
+      uint64_t v = 0;
+      const Deadline d = deadline_after(std::chrono::seconds(60));
+      for (int i = 0; i < iters; ++i) {
+        const uint64_t tag = uint64_t{1} << 20;  // one tag: matched in order
+        if (rank == 0) {
+          auto r = tp->irecv(peer, tag, &v, sizeof v);
+          if (!tp->isend(peer, tag, &v, sizeof v)->wait(d) || !r->wait(d)) throw std::runtime_error("ping timed out");
+        } else {
+          if (!tp->irecv(peer, tag, &v, sizeof v)->wait(d) || !tp->isend(peer, tag, &v, sizeof v)->wait(d))
+            throw std::runtime_error("pong timed out");
+        }
+      }
+    };
+    ops.round = [&, tp](bool send, bool recv) {
       std::vector<RequestPtr> sends(count), recvs(count);
       const Deadline d = deadline_after(std::chrono::seconds(60));
       size_t posted = 0;
@@ -196,6 +235,7 @@ int main(int argc, char** argv) {
         if (send && !sends[j]->wait(d)) throw std::runtime_error("send timed out");
       }
     };
+    return ops;
   };
   Round raw_mpi = [&](bool send, bool recv) {
     std::vector<MPI_Request> sends(count, MPI_REQUEST_NULL), recvs(count, MPI_REQUEST_NULL);
@@ -211,32 +251,54 @@ int main(int argc, char** argv) {
       MPI_Wait(&sends[j], MPI_STATUS_IGNORE);
     }
   };
+  PingPong raw_ping = [&](int iters) {
+    uint64_t v = 0;
+    for (int i = 0; i < iters; ++i) {
+      if (rank == 0) {
+        MPI_Send(&v, 8, MPI_BYTE, peer, 7, MPI_COMM_WORLD);
+        MPI_Recv(&v, 8, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      } else {
+        MPI_Recv(&v, 8, MPI_BYTE, peer, 7, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Send(&v, 8, MPI_BYTE, peer, 7, MPI_COMM_WORLD);
+      }
+    }
+  };
 
   // A row's resources (sockets, a transport) are made by open() when the row runs and released
-  // with its Round: an idle gRPC transport's polling threads would slow the next one.
+  // with its Ops: an idle gRPC transport's polling threads would slow the next one.
   struct Row {
     std::string name;
-    std::function<Round()> open;
+    std::function<Ops()> open;
   };
   auto wanted = [&](const char* row) { return ("," + want + ",").find(std::string(",") + row + ",") != std::string::npos; };
   std::vector<Row> rows;
-  if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", [&] { return raw_mpi; }});
-  if (wanted("mpi")) rows.push_back({"mpi transport", [&] { return transport_round(mpi_t); }});
+  if (wanted("raw")) rows.push_back({"MPI_Isend/Irecv", [&] { return Ops{raw_mpi, raw_ping}; }});
+  if (wanted("mpi")) rows.push_back({"mpi transport", [&] { return transport_ops(mpi_t); }});
   // Bare sockets: the same messages as the other rows, written and read back to back.
-  auto socket_round = [&](int fd) -> Round {
+  auto socket_ops = [&](int fd) -> Ops {
     auto owner = std::shared_ptr<int>(new int(fd), [](int* f) { close(*f); delete f; });
-    return [&, owner](bool send, bool recv) {
+    Ops ops;
+    ops.round = [&, owner](bool send, bool recv) {
       const int fd = *owner;
       std::thread writer;
       if (send) writer = std::thread([&] { tcp_write_all(fd, out.data(), count * bytes); });
       if (recv) tcp_read_all(fd, in.data(), count * bytes);
       if (writer.joinable()) writer.join();
     };
+    ops.ping = [&, owner](int iters) {
+      char v[8] = {};
+      for (int i = 0; i < iters; ++i) {
+        if (rank == 0) tcp_write_all(*owner, v, 8);
+        tcp_read_all(*owner, v, 8);
+        if (rank == 1) tcp_write_all(*owner, v, 8);
+      }
+    };
+    return ops;
   };
-  if (wanted("tcp")) rows.push_back({"tcp socket", [&] { return socket_round(tcp_connect_pair(rank)); }});
+  if (wanted("tcp")) rows.push_back({"tcp socket", [&] { return socket_ops(tcp_connect_pair(rank)); }});
 #if defined(TESSERA_WITH_GRPC)
   const int unix_buffer = static_cast<int>(grpc::GrpcOptions{}.socket_buffer_bytes);
-  if (wanted("unix")) rows.push_back({"unix socket", [&] { return socket_round(unix_connect_pair(rank, unix_buffer)); }});
+  if (wanted("unix")) rows.push_back({"unix socket", [&] { return socket_ops(unix_connect_pair(rank, unix_buffer)); }});
   for (bool unix_local : {true, false}) {
     if (!wanted(unix_local ? "grpc" : "grpc-tcp")) continue;
     rows.push_back({unix_local ? "grpc transport" : "grpc over tcp", [&, unix_local] {
@@ -252,28 +314,31 @@ int main(int argc, char** argv) {
                       const std::string route = t->route(peer);
                       if (route != (unix_local ? "unix" : "tcp") && rank == 0)
                         std::fprintf(stderr, "note: the grpc transport reaches its peer over %s\n", route.c_str());
-                      return transport_round(t);
+                      return transport_ops(t);
                     }});
   }
 #endif
 
   if (rank == 0) {
-    std::printf("transport_bench: 2 ranks, %zu messages of %zu bytes, window %d; GB/s sent per rank\n\n",
+    std::printf("transport_bench: 2 ranks, %zu messages of %zu bytes, window %d; GB/s sent per rank; "
+                "latency = half the round trip of an 8-byte message\n\n",
                 count, bytes, window);
-    std::printf("%-18s %12s %9s %12s %9s\n", "transport", "one-way GB/s", "vs peer", "both GB/s", "vs peer");
+    std::printf("%-18s %12s %9s %12s %9s %12s %9s\n", "transport", "one-way GB/s", "vs peer", "both GB/s",
+                "vs peer", "latency us", "vs peer");
   }
-  double peer_one = 0, peer_both = 0;
+  double peer_one = 0, peer_both = 0, peer_lat = 0;
   for (Row& r : rows) {
     bool r0 = rank == 0;
-    Round round = r.open();
-    double one = time_round(round, r0, !r0, seconds);
-    double both = time_round(round, true, true, seconds);
-    round = nullptr;
-    if (peer_one == 0) peer_one = one, peer_both = both;
+    Ops ops = r.open();
+    double one = time_round(ops.round, r0, !r0, seconds);
+    double both = time_round(ops.round, true, true, seconds);
+    double lat = time_pingpong(ops.ping, seconds / 2);
+    ops = Ops{};
+    if (peer_one == 0) peer_one = one, peer_both = both, peer_lat = lat;
     if (rank == 0) {
       double gb = static_cast<double>(count * bytes) / 1e9;
-      std::printf("%-18s %12.2f %8.2fx %12.2f %8.2fx\n", r.name.c_str(), gb / one, peer_one / one, gb / both,
-                  peer_both / both);
+      std::printf("%-18s %12.2f %8.2fx %12.2f %8.2fx %12.1f %8.2fx\n", r.name.c_str(), gb / one, peer_one / one,
+                  gb / both, peer_both / both, lat * 1e6, peer_lat / lat);
       std::fflush(stdout);
     }
   }
