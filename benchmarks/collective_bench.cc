@@ -7,6 +7,9 @@
 //   mpirun -np 4 --oversubscribe build/benchmarks/collective_bench --mesh 2x2 --dtype bf16
 //   options: --mesh RxC  --dtype f32|bf16  --min-bytes N  --max-bytes N  --chunk-bytes N
 //            --seconds S (time budget per point)  --no-grpc
+//            --in-place (every row reduces the output buffers in place: tessera with inputs ==
+//            outputs, the peer with MPI_IN_PLACE; repeated calls keep summing, which costs the
+//            same; the wrong-element check runs on fresh values)
 //            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-tcp; the peer
 //            always runs). grpc: co-located ranks over Unix sockets (the default); grpc-tcp: over
 //            TCP loopback (TESSERA_GRPC_LOCAL=tcp).
@@ -39,6 +42,7 @@ struct Args {
   size_t chunk_bytes = 0;
   double seconds = 0.25;
   bool grpc = true;
+  bool in_place = false;
   std::string rows = "ring,mesh2d,native,grpc,grpc-tcp";
   bool want(const std::string& row) const { return ("," + rows + ",").find("," + row + ",") != std::string::npos; }
 };
@@ -61,6 +65,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--chunk-bytes") a.chunk_bytes = std::stoull(next());
     else if (k == "--seconds") a.seconds = std::stod(next());
     else if (k == "--no-grpc") a.grpc = false;
+    else if (k == "--in-place") a.in_place = true;
     else if (k == "--rows") a.rows = next();
     else {
       std::fprintf(stderr, "unknown option %s (see the header of collective_bench.cc)\n", k.c_str());
@@ -130,8 +135,10 @@ int main(int argc, char** argv) {
                 "chunk %zu bytes\n",
                 mesh.shape_string().c_str(), size, static_cast<int>(L), dtype_name(args.dtype),
                 mesh_comm->chunk_bytes_or_default(args.chunk_bytes));
-    std::printf("peer: MPI_Allreduce (MPI_FLOAT, MPI_SUM; the nodes of a rank summed in memory first), "
-                "same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n", n);
+    std::printf("%s; peer: MPI_Allreduce (MPI_FLOAT, MPI_SUM, %s; a rank's nodes summed in memory first "
+                "when it hosts several), same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n",
+                args.in_place ? "in place" : "out of place",
+                args.in_place ? "MPI_IN_PLACE" : L == 1 ? "input -> output" : "in place on output 0", n);
     std::printf("%12s  %-16s %10s %10s %10s %7s %9s\n", "bytes", "algorithm", "time(us)",
                 "algbw GB/s", "busbw GB/s", "wrong", "vs peer");
   }
@@ -163,18 +170,36 @@ int main(int argc, char** argv) {
     };
     std::vector<Row> rows;
 
-    // The peer: MPI_Allreduce over the ranks (f32 only; bf16 has no MPI type).
+    // In place: every row reduces `out` in place; the check needs the inputs there first.
+    auto refill = [&] {
+      if (args.in_place)
+        for (size_t l = 0; l < L; ++l) std::memcpy(out[l].data(), in[l].data(), count * es);
+    };
+    const auto& src = args.in_place ? out : in;
+
+    // The peer: MPI_Allreduce over the ranks (f32 only; bf16 has no MPI type), with no more
+    // copying than the call needs: one node per rank, straight from input to output (or in
+    // place); several, their sum formed in output 0, reduced in place, copied to the others.
     double peer = -1;
     if (args.dtype == DType::f32) {
-      std::vector<float> acc(count);
+      float* o0 = reinterpret_cast<float*>(out[0].data());
       auto run = [&] {
-        std::memcpy(acc.data(), in[0].data(), count * es);
-        for (size_t l = 1; l < L; ++l)
-          for (size_t i = 0; i < count; ++i) acc[i] += reinterpret_cast<float*>(in[l].data())[i];
-        MPI_Allreduce(MPI_IN_PLACE, acc.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        for (size_t l = 0; l < L; ++l) std::memcpy(out[l].data(), acc.data(), count * es);
+        const int cnt = static_cast<int>(count);
+        if (L == 1) {
+          MPI_Allreduce(args.in_place ? MPI_IN_PLACE : in[0].data(), o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+          return;
+        }
+        const float* s0 = reinterpret_cast<const float*>(src[0].data());
+        const float* s1 = reinterpret_cast<const float*>(src[1].data());
+        for (size_t i = 0; i < count; ++i) o0[i] = s0[i] + s1[i];
+        for (size_t l = 2; l < L; ++l)
+          for (size_t i = 0; i < count; ++i) o0[i] += reinterpret_cast<const float*>(src[l].data())[i];
+        MPI_Allreduce(MPI_IN_PLACE, o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        for (size_t l = 1; l < L; ++l) std::memcpy(out[l].data(), o0, count * es);
       };
+      refill();
       peer = time_calls(run, args.seconds);
+      refill();
       run();
       rows.push_back({"MPI_Allreduce", peer, wrong_elems()});
     }
@@ -186,11 +211,13 @@ int main(int argc, char** argv) {
       o.chunk_bytes = args.chunk_bytes;
       o.timeout = std::chrono::seconds(120);
       for (size_t l = 0; l < L; ++l) {
-        o.inputs.push_back(in[l].data());
+        o.inputs.push_back(args.in_place ? out[l].data() : in[l].data());
         o.outputs.push_back(out[l].data());
       }
       auto run = [&] { allreduce(comm.world(), o); };
+      refill();
       double t = time_calls(run, args.seconds);
+      refill();
       run();
       rows.push_back({name, t, wrong_elems()});
     };
