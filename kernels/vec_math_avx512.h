@@ -16,7 +16,12 @@ inline __mmask16 tail_mask(size_t n) {
   return n >= kLanes ? __mmask16(0xffff) : static_cast<__mmask16>((1u << n) - 1);
 }
 
+// GCC 12's _mm512_reduce_add_ps extracts through an _mm256_undefined_pd() merge source, which
+// -Wuninitialized reports in some builds (ASan; PR105593); nothing is uninitialised.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+#pragma GCC diagnostic pop
 // Through memory: GCC 12's _mm512_reduce_max_ps trips a false -Wuninitialized (PR105593).
 inline float hmax(__m512 v) {
   alignas(64) float a[kLanes];

@@ -180,10 +180,11 @@ TEST(GrpcWire, EagerSendingCopiesIntoOneOwnedSlice) {
         << "the slice overlaps the caller's buffer";
     std::string sent(b, slices[0].size());
     for (auto& c : payload) c = static_cast<char>(~c);  // the caller reuses its buffer
+    const std::string original = pattern(n, 5);
     proto::Chunk p;
     ASSERT_TRUE(p.ParseFromString(sent));
-    EXPECT_EQ(p.payload(), pattern(n, 5)) << n;
-    WireChunk ref = sample(pattern(n, 5));
+    EXPECT_EQ(p.payload(), original) << n;
+    WireChunk ref = sample(original);  // references `original`, which outlives it
     EXPECT_EQ(sent, encode_for_test(ref)) << n;  // the same bytes as the referencing encoding
   }
 }
