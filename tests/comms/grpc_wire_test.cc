@@ -140,14 +140,20 @@ TEST(GrpcWire, RejectsWhatIsNotAChunk) {
   EXPECT_EQ(w.tag, 7u);
 }
 
+// What gRPC is handed to send: the serialized message's slices (references, as gRPC holds them).
+std::vector<::grpc::Slice> serialized(const WireChunk& w) {
+  ::grpc::ByteBuffer bb;
+  bool own = false;
+  EXPECT_TRUE((::grpc::SerializationTraits<WireChunk>::Serialize(w, &bb, &own).ok()));
+  std::vector<::grpc::Slice> slices;
+  EXPECT_TRUE(bb.Dump(&slices).ok());
+  return slices;
+}
+
 TEST(GrpcWire, SendingReferencesTheCallersBuffer) {
   std::string payload = pattern(1 << 16, 3);
   WireChunk w = sample(payload);
-  ::grpc::ByteBuffer bb;
-  bool own = false;
-  ASSERT_TRUE((::grpc::SerializationTraits<WireChunk>::Serialize(w, &bb, &own).ok()));
-  std::vector<::grpc::Slice> slices;
-  ASSERT_TRUE(bb.Dump(&slices).ok());
+  std::vector<::grpc::Slice> slices = serialized(w);
   ASSERT_EQ(slices.size(), 2u);
   EXPECT_EQ(reinterpret_cast<const char*>(slices[1].begin()), payload.data());  // no copy
   EXPECT_EQ(slices[1].size(), payload.size());
@@ -169,11 +175,7 @@ TEST(GrpcWire, EagerSendingCopiesIntoOneOwnedSlice) {
     std::string payload = pattern(n, 5);
     WireChunk w = sample(payload);
     w.copy = true;
-    ::grpc::ByteBuffer bb;
-    bool own = false;
-    ASSERT_TRUE((::grpc::SerializationTraits<WireChunk>::Serialize(w, &bb, &own).ok()));
-    std::vector<::grpc::Slice> slices;
-    ASSERT_TRUE(bb.Dump(&slices).ok());
+    std::vector<::grpc::Slice> slices = serialized(w);
     ASSERT_EQ(slices.size(), 1u);
     const char* b = reinterpret_cast<const char*>(slices[0].begin());
     EXPECT_TRUE(b + slices[0].size() <= payload.data() || b >= payload.data() + payload.size() || n == 0)
