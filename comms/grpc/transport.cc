@@ -470,7 +470,10 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
 
   std::string who(int r) const {
     std::string s = "rank " + std::to_string(r);
-    if (r >= 0 && static_cast<size_t>(r) < addresses.size()) s += " (" + addresses[r] + ")";
+    if (r >= 0 && static_cast<size_t>(r) < addresses.size()) {
+      const bool unix_route = static_cast<size_t>(r) < via_unix.size() && via_unix[r];
+      s += " (" + addresses[r] + (unix_route ? ", over a Unix socket" : "") + ")";
+    }
     return s;
   }
 
