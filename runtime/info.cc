@@ -8,6 +8,8 @@
 
 #include <oneapi/tbb/info.h>
 
+#include <sched.h>
+
 #include <cstdio>
 #include <sstream>
 
@@ -23,6 +25,29 @@ std::string fmt_g(double v) {
 }
 }  // namespace
 
+std::vector<int> usable_cpus() {
+  std::vector<int> out;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  return out;
+}
+
+std::string cpu_list(const std::vector<int>& cpus) {
+  std::string s;
+  for (size_t i = 0; i < cpus.size();) {
+    size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!s.empty()) s += ",";
+    s += std::to_string(cpus[i]);
+    if (j > i) s += "-" + std::to_string(cpus[j]);
+    i = j + 1;
+  }
+  return s;
+}
+
 std::string info_report() {
   using namespace kernels;
   std::ostringstream os;
@@ -30,6 +55,8 @@ std::string info_report() {
   os << "tessera " << version() << "\n\n";
   os << "CPU      " << (f.brand.empty() ? "unknown" : f.brand) << " (" << f.vendor << "), "
      << tbb::info::default_concurrency() << " hardware threads\n";
+  const std::vector<int> cpus = usable_cpus();
+  os << "CPU set  this process may run on CPU " << (cpus.empty() ? "?" : cpu_list(cpus)) << "\n";
   os << "ISA ladder (lowest first):\n";
   Isa active = active_isa();
   for (Isa isa : kAllIsas) {
