@@ -19,7 +19,7 @@ constexpr const char* kUsage =
     "commands:\n"
     "  info        version, CPU ISA ladder and the rung in use, dtypes, communication backends\n"
     "  train       train a built-in model on Fashion-MNIST (tessera train --help)\n"
-    "  launch      tessera launch -n N -- train --mesh 2x2 --transport grpc: N local processes\n"
+    "  launch      tessera launch -n N [--bind core|none] -- train --mesh 2x2 --transport grpc: N local processes\n"
     "  version     print the version\n"
     "  help        this text\n"
     "\n"
