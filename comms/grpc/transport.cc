@@ -887,6 +887,15 @@ int GrpcTransport::rank() const { return impl_->opt.rank; }
 int GrpcTransport::size() const { return impl_->opt.world_size; }
 const std::string& GrpcTransport::address() const { return impl_->address; }
 std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
+double GrpcTransport::alpha() const { return all_peers_local() ? 45e-6 : 55e-6; }
+double GrpcTransport::beta() const { return all_peers_local() ? 2.0e9 : 1.5e9; }
+bool GrpcTransport::all_peers_local() const {
+  if (impl_->via_unix.size() != static_cast<size_t>(impl_->opt.world_size)) return false;
+  for (int p = 0; p < impl_->opt.world_size; ++p)
+    if (p != impl_->opt.rank && !impl_->via_unix[p]) return false;
+  return true;
+}
+
 std::string GrpcTransport::route(int peer) const {
   TESSERA_CHECK_INDEX(peer >= 0 && peer < impl_->opt.world_size, "grpc: peer rank ", peer,
                       " is outside the world of ", impl_->opt.world_size);
