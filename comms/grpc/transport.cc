@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -177,20 +178,24 @@ class LocalListener {
   // Accepts until stop(); call once the server has started.
   void start(gr::Server* server) {
     thread_ = std::thread([this, server] {
-      for (;;) {
+      while (!stopping_) {
         int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (c < 0) {
-          if (errno == EINTR || errno == ECONNABORTED) continue;
-          return;  // shut down by stop(), or the listener broke: peers fall back to TCP
+        if (c >= 0) {
+          size_socket_buffers(c, buffer_bytes_);
+          gr::AddInsecureChannelFromFd(server, c);
+        } else if (errno != EINTR && errno != ECONNABORTED && !stopping_) {
+          // Out of descriptors or memory: the listener stays open and peers queue in its
+          // backlog, so keep accepting rather than leave them connected to no one.
+          log::get("comms")->warn("grpc: accepting a Unix-socket connection failed: {}; retrying", std::strerror(errno));
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
-        size_socket_buffers(c, buffer_bytes_);
-        gr::AddInsecureChannelFromFd(server, c);
       }
     });
   }
   void stop() {
     if (!thread_.joinable()) return;
-    ::shutdown(fd_, SHUT_RDWR);  // accept4 returns EINVAL
+    stopping_ = true;
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept4 (EINVAL)
     thread_.join();
   }
 
@@ -198,6 +203,7 @@ class LocalListener {
   size_t buffer_bytes_;
   std::string name_;
   int fd_ = -1;
+  std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
 
@@ -370,7 +376,8 @@ struct Outbox {
   void fail_all(const Failure& f) {
     if (!dead) dead = f;
     for (auto* q : {&queue, &unacked}) {
-      for (auto& op : *q) op->failed = f;
+      for (auto& op : *q)
+        if (!op->done) op->failed = f;  // an eager send that completed stays completed
       q->clear();
     }
     cv.notify_all();
@@ -402,13 +409,14 @@ class SendRequest : public Request {
   bool wait(Deadline deadline) override {
     std::unique_lock<std::mutex> lock(out_->mu);
     if (!out_->cv.wait_until(lock, deadline, [&] { return op_->done || op_->failed.has_value(); })) return false;
-    if (op_->failed) throw_failure(*op_->failed);
-    return true;
+    if (op_->done) return true;
+    throw_failure(*op_->failed);
   }
   bool test() override {
     std::lock_guard<std::mutex> lock(out_->mu);
+    if (op_->done) return true;
     if (op_->failed) throw_failure(*op_->failed);
-    return op_->done;
+    return false;
   }
 
  private:
@@ -457,7 +465,13 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   std::vector<std::shared_ptr<Outbox>> outboxes;
   std::vector<std::shared_ptr<gr::Channel>> channels;
   std::unique_ptr<LocalListener> local;   // co-located peers connect here (unix_local)
-  std::vector<bool> via_unix;             // per peer: reached over a Unix socket
+  // Written by the constructor while early peers' streams may already be served (and name
+  // peers in errors): guarded by names_mu, a leaf lock.
+  mutable std::mutex names_mu;
+  std::vector<char> via_unix;             // per peer: reached over a Unix socket
+  // Every rank on this host with a Unix listener, as the rendezvous reply (the same on every
+  // rank) says: alpha()/beta() use it, so every rank's cost model picks the same algorithm.
+  bool all_local = false;
   std::atomic<bool> aborted{false};
   std::string abort_reason;
   std::mutex abort_mu;
@@ -470,6 +484,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
 
   std::string who(int r) const {
     std::string s = "rank " + std::to_string(r);
+    std::lock_guard<std::mutex> lock(names_mu);
     if (r >= 0 && static_cast<size_t>(r) < addresses.size()) {
       const bool unix_route = static_cast<size_t>(r) < via_unix.size() && via_unix[r];
       s += " (" + addresses[r] + (unix_route ? ", over a Unix socket" : "") + ")";
@@ -817,8 +832,14 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   }
   TESSERA_CHECK_AS(RemoteError, reply.addresses_size() == o.world_size, "grpc transport: the coordinator sent ",
                    reply.addresses_size(), " addresses for a world of ", o.world_size);
-  m.addresses.assign(reply.addresses().begin(), reply.addresses().end());
-  m.via_unix.assign(static_cast<size_t>(o.world_size), false);
+  {
+    std::lock_guard<std::mutex> lock(m.names_mu);
+    m.addresses.assign(reply.addresses().begin(), reply.addresses().end());
+    m.via_unix.assign(static_cast<size_t>(o.world_size), 0);
+  }
+  m.all_local = reply.host_ids_size() == o.world_size && reply.local_addresses_size() == o.world_size;
+  for (int p = 0; p < o.world_size && m.all_local; ++p)
+    m.all_local = !reply.host_ids(p).empty() && reply.host_ids(p) == reply.host_ids(0) && !reply.local_addresses(p).empty();
 
   // One stream to every peer, opened now so that a peer's death is seen on every connection.
   gr::ChannelArguments args;
@@ -832,7 +853,10 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
         !reply.local_addresses(p).empty()) {
       std::string why;
       ch = connect_local(reply.local_addresses(p), o.socket_buffer_bytes, args, why);
-      if (ch) m.via_unix[p] = true;
+      if (ch) {
+        std::lock_guard<std::mutex> lock(m.names_mu);
+        m.via_unix[p] = 1;
+      }
       else log::get("comms")->warn("grpc: rank {} cannot reach {} over its Unix socket ({}); using TCP", o.rank, m.who(p), why);
     }
     if (!ch) ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
@@ -844,7 +868,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     out.acker = std::thread([this, p] { impl_->acker_loop(p); });
   }
   int unix_peers = 0;
-  for (bool u : m.via_unix) unix_peers += u;
+  for (int p = 0; p < o.world_size; ++p) unix_peers += route(p) == "unix";
   log::get("comms")->debug("grpc: rank {} of {} at {}; {} of {} peers over a Unix socket", o.rank, o.world_size,
                            m.address, unix_peers, o.world_size - 1);
 }
@@ -887,19 +911,14 @@ int GrpcTransport::rank() const { return impl_->opt.rank; }
 int GrpcTransport::size() const { return impl_->opt.world_size; }
 const std::string& GrpcTransport::address() const { return impl_->address; }
 std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
-double GrpcTransport::alpha() const { return all_peers_local() ? 45e-6 : 55e-6; }
-double GrpcTransport::beta() const { return all_peers_local() ? 2.0e9 : 1.5e9; }
-bool GrpcTransport::all_peers_local() const {
-  if (impl_->via_unix.size() != static_cast<size_t>(impl_->opt.world_size)) return false;
-  for (int p = 0; p < impl_->opt.world_size; ++p)
-    if (p != impl_->opt.rank && !impl_->via_unix[p]) return false;
-  return true;
-}
+double GrpcTransport::alpha() const { return impl_->all_local ? 43e-6 : 51e-6; }
+double GrpcTransport::beta() const { return impl_->all_local ? 2.0e9 : 1.5e9; }
 
 std::string GrpcTransport::route(int peer) const {
   TESSERA_CHECK_INDEX(peer >= 0 && peer < impl_->opt.world_size, "grpc: peer rank ", peer,
                       " is outside the world of ", impl_->opt.world_size);
-  return peer == impl_->opt.rank ? "self" : impl_->via_unix[peer] ? "unix" : "tcp";
+  std::lock_guard<std::mutex> lock(impl_->names_mu);
+  return peer == impl_->opt.rank ? "self" : static_cast<size_t>(peer) < impl_->via_unix.size() && impl_->via_unix[peer] ? "unix" : "tcp";
 }
 
 RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {

@@ -68,19 +68,19 @@ class GrpcTransport : public Transport {
   void abort(const std::string& reason) override;
   std::string peer_name(int peer) const override;
   // Measured with benchmarks/transport_bench on the 2-core VM (README): latency 43 us over Unix
-  // sockets, 51 us over TCP; 2.0 / 1.5 GB/s per rank with both directions busy. The slower
-  // route wins when a rank has peers on both.
+  // sockets, 51 us over TCP; 2.0 / 1.5 GB/s per rank with both directions busy. The Unix values
+  // apply when the rendezvous says every rank is on this host with a Unix listener (the same
+  // answer on every rank, so every rank's cost model picks the same algorithm).
   double alpha() const override;
   double beta() const override;
 
   const std::string& address() const;  // where this rank's Interconnect service listens
-  // How this rank reaches `peer`: "unix" (co-located, Unix-domain socket) or "tcp".
+  // How this rank reaches `peer`: "unix" (co-located, Unix-domain socket), "tcp", or "self".
   std::string route(int peer) const;
 
   struct Impl;
 
  private:
-  bool all_peers_local() const;
   std::unique_ptr<Impl> impl_;
 };
 
