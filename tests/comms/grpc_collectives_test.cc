@@ -69,6 +69,16 @@ TEST(GrpcRoutes, CoLocatedPeersUseUnixSocketsUnlessToldTcp) {
   EXPECT_THROW(g_transport->route(g_transport->size()), IndexError);
 }
 
+// The cost model's inputs are the same on every rank (else ranks could choose different
+// algorithms): the Unix-socket figures only when every rank is reached that way.
+TEST(GrpcRoutes, EveryRankSeesTheSameCosts) {
+  bool any_tcp = tcp_everywhere();
+  for (int p = 0; p < g_transport->size(); ++p) any_tcp = any_tcp || tcp_rank(p);
+  const int alpha_us = static_cast<int>(g_transport->alpha() * 1e6 + 0.5);
+  EXPECT_EQ(alpha_us, any_tcp ? 51 : 43);
+  EXPECT_EQ(sum_over_ranks(alpha_us), alpha_us * g_transport->size());
+}
+
 // A completed send leaves the caller's buffer free, for eager (<= 256 KiB, copied) and
 // acknowledged (larger, sent from the buffer) messages alike: rank 0 overwrites its buffer after
 // each send completes and sends again; rank 1 must see every version intact.
