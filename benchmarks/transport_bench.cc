@@ -154,18 +154,18 @@ int unix_connect_pair(int rank, int buffer) {
   return fd;
 }
 
-void tcp_write_all(int fd, const char* p, size_t n) {
+void write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
     const ssize_t w = write(fd, p, n);
-    if (w <= 0) throw std::runtime_error("tcp row: write failed");
+    if (w <= 0) throw std::runtime_error("socket row: write failed");
     p += w;
     n -= static_cast<size_t>(w);
   }
 }
-void tcp_read_all(int fd, char* p, size_t n) {
+void read_all(int fd, char* p, size_t n) {
   while (n > 0) {
     const ssize_t r = read(fd, p, n);
-    if (r <= 0) throw std::runtime_error("tcp row: read failed");
+    if (r <= 0) throw std::runtime_error("socket row: read failed");
     p += r;
     n -= static_cast<size_t>(r);
   }
@@ -281,16 +281,16 @@ int main(int argc, char** argv) {
     ops.round = [&, owner](bool send, bool recv) {
       const int fd = *owner;
       std::thread writer;
-      if (send) writer = std::thread([&] { tcp_write_all(fd, out.data(), count * bytes); });
-      if (recv) tcp_read_all(fd, in.data(), count * bytes);
+      if (send) writer = std::thread([&] { write_all(fd, out.data(), count * bytes); });
+      if (recv) read_all(fd, in.data(), count * bytes);
       if (writer.joinable()) writer.join();
     };
     ops.ping = [&, owner](int iters) {
       char v[8] = {};
       for (int i = 0; i < iters; ++i) {
-        if (rank == 0) tcp_write_all(*owner, v, 8);
-        tcp_read_all(*owner, v, 8);
-        if (rank == 1) tcp_write_all(*owner, v, 8);
+        if (rank == 0) write_all(*owner, v, 8);
+        read_all(*owner, v, 8);
+        if (rank == 1) write_all(*owner, v, 8);
       }
     };
     return ops;
