@@ -17,7 +17,9 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -30,6 +32,7 @@
 #include <cstddef>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -49,7 +52,7 @@ constexpr char kExchangeMethod[] = "/tessera.proto.Interconnect/Exchange";
 
 namespace {
 
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;  // 2: Coordinator.Routes, remote chunks
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 36;  // sanity bound on a peer's claim
 constexpr int kFraming = 64 << 10;                         // proto fields around a payload
 // Messages up to this size are sent eagerly: copied into gRPC-owned slices, their sends complete
@@ -239,10 +242,11 @@ GrpcOptions GrpcOptions::from_env() {
   o.coordinator = env_or("TESSERA_COORDINATOR", o.coordinator);
   o.bind_host = env_or("TESSERA_BIND_HOST", o.bind_host);
   o.chunk_bytes = static_cast<size_t>(env_int("TESSERA_GRPC_CHUNK_BYTES", false, static_cast<int>(o.chunk_bytes)));
-  const std::string local = env_or("TESSERA_GRPC_LOCAL", "unix");
-  TESSERA_CHECK(local == "unix" || local == "tcp", "grpc transport: TESSERA_GRPC_LOCAL='", local,
-                "' is neither 'unix' nor 'tcp'");
-  o.unix_local = local == "unix";
+  const std::string local = env_or("TESSERA_GRPC_LOCAL", "cma");
+  TESSERA_CHECK(local == "cma" || local == "unix" || local == "tcp", "grpc transport: TESSERA_GRPC_LOCAL='", local,
+                "' is not one of cma, unix, tcp");
+  o.unix_local = local != "tcp";
+  o.cma_local = local == "cma";
   return o;
 }
 
@@ -354,6 +358,7 @@ struct SendOp {
   const char* data = nullptr;
   size_t bytes = 0;
   uint64_t tag = 0;
+  bool remote = false;  // its chunks went out as addresses: the receiver reads this buffer until the ack
   bool done = false;
   std::optional<Failure> failed;
 };
@@ -365,6 +370,9 @@ struct Outbox {
   std::deque<std::shared_ptr<SendOp>> unacked;   // written, waiting for the receiver's ack
   std::optional<Failure> dead;
   std::string abort_notice;
+  // Non-zero once a send whose chunks went out as addresses was given up before its ack: the
+  // receiver reads it after every such chunk (wire.h, remote_guard) and then refuses the bytes.
+  std::atomic<uint64_t> given_up{0};
   bool stop = false;
   bool writer_done = false, acker_done = false;
   const SendOp* writing = nullptr;  // the op whose buffer the writer is reading
@@ -400,6 +408,13 @@ class SendRequest : public Request {
           out_->queue.erase(o);
           return;
         }
+      }
+      // Written as addresses, not acknowledged: the receiver may be reading the buffer. Cancel
+      // the stream so that it reads no more of it (a read already under way that sees the
+      // buffer reused fails its crc32 check).
+      if (op_->remote) {
+        out_->given_up.store(1);
+        out_->ctx.TryCancel();
       }
       return;
     }
@@ -469,6 +484,12 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   // peers in errors): guarded by names_mu, a leaf lock.
   mutable std::mutex names_mu;
   std::vector<char> via_unix;             // per peer: reached over a Unix socket
+  // Cross-memory attach, per peer, fixed before any stream opens: cma_to[p], p reads this rank's
+  // large chunks from its memory; cma_from[p], this rank reads p's (pid peer_pid[p]).
+  std::vector<char> cma_to, cma_from;
+  std::vector<int> peer_pid;
+  volatile uint64_t probe_word = 0;       // peers read it to prove they can read this process
+  bool all_cma = false;                   // every pair of ranks both ways (for alpha/beta)
   // Every rank on this host with a Unix listener, as the rendezvous reply (the same on every
   // rank) says: alpha()/beta() use it, so every rank's cost model picks the same algorithm.
   bool all_local = false;
@@ -480,7 +501,25 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   std::mutex coord_mu;
   std::condition_variable coord_cv;
   std::vector<std::string> hellos, hello_local, hello_host;
+  std::vector<uint32_t> hello_pid;
+  std::vector<uint64_t> hello_probe, hello_nonce;
   int hello_count = 0;
+  std::vector<std::vector<char>> reads;   // Routes: row r = what rank r could read
+  int routes_count = 0;
+
+  // Waits (coord_mu held) until `count` reaches the world size or the call's deadline passes;
+  // false with `missing` naming the ranks not heard from.
+  bool wait_for_all(std::unique_lock<std::mutex>& lock, gr::ServerContext* ctx, const int& count,
+                    const std::function<bool(int)>& heard, std::string& missing) {
+    while (count < opt.world_size) {
+      if (ctx->IsCancelled() || coord_cv.wait_until(lock, ctx->deadline()) == std::cv_status::timeout) {
+        for (int i = 0; i < opt.world_size; ++i)
+          if (!heard(i)) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+        return false;
+      }
+    }
+    return true;
+  }
 
   std::string who(int r) const {
     std::string s = "rank " + std::to_string(r);
@@ -519,22 +558,46 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       hellos[r] = req->address();
       hello_local[r] = req->local_address();
       hello_host[r] = req->host_id();
+      hello_pid[r] = req->pid();
+      hello_probe[r] = req->probe_address();
+      hello_nonce[r] = req->probe_nonce();
       ++hello_count;
       coord_cv.notify_all();
     }
-    while (hello_count < opt.world_size) {
-      if (ctx->IsCancelled() || coord_cv.wait_until(lock, ctx->deadline()) == std::cv_status::timeout) {
-        std::string missing;
-        for (int i = 0; i < opt.world_size; ++i)
-          if (hellos[i].empty()) missing += (missing.empty() ? "" : ", ") + std::to_string(i);
-        return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no hello from rank(s) " + missing};
-      }
-    }
+    std::string missing;
+    if (!wait_for_all(lock, ctx, hello_count, [&](int i) { return !hellos[i].empty(); }, missing))
+      return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no hello from rank(s) " + missing};
     for (int i = 0; i < opt.world_size; ++i) {
       reply->add_addresses(hellos[i]);
       reply->add_local_addresses(hello_local[i]);
       reply->add_host_ids(hello_host[i]);
+      reply->add_pids(hello_pid[i]);
+      reply->add_probe_addresses(hello_probe[i]);
+      reply->add_probe_nonces(hello_nonce[i]);
     }
+    return gr::Status::OK;
+  }
+
+  // Coordinator.Routes: the second round; every rank says whose memory it could read.
+  gr::Status Routes(gr::ServerContext* ctx, const proto::RoutesRequest* req, proto::RoutesReply* reply) override {
+    const int n = opt.world_size;
+    const int r = static_cast<int>(req->rank());
+    if (r < 0 || r >= n || req->reads_size() != n) {
+      return {gr::StatusCode::INVALID_ARGUMENT, "routes from rank " + std::to_string(r) + " with " +
+                                                    std::to_string(req->reads_size()) + " entries (world of " +
+                                                    std::to_string(n) + ")"};
+    }
+    std::unique_lock<std::mutex> lock(coord_mu);
+    if (reads[r].empty()) {
+      reads[r].assign(req->reads().begin(), req->reads().end());
+      ++routes_count;
+      coord_cv.notify_all();
+    }
+    std::string missing;
+    if (!wait_for_all(lock, ctx, routes_count, [&](int i) { return !reads[i].empty(); }, missing))
+      return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no routes from rank(s) " + missing};
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) reply->add_reads(reads[i][j] != 0);
     return gr::Status::OK;
   }
 
@@ -652,7 +715,20 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     }
     char* dst = inc->target ? inc->target->dst + inc->received
                             : !inc->discard ? inc->data.get() + inc->received : nullptr;
-    if (copy_payload(c, dst) != c.crc32) {
+    if (c.remote) {
+      int pid = 0;
+      {
+        std::lock_guard<std::mutex> names(names_mu);
+        if (static_cast<size_t>(src) < cma_from.size() && cma_from[src]) pid = peer_pid[src];
+      }
+      if (!pid) return "chunk in the sender's memory, but this rank did not agree to read it";
+      std::string why;
+      if (dst && !read_remote(pid, c.remote_address, c.size, dst, c.remote_guard, why)) {
+        return "cannot read the chunk at offset " + std::to_string(c.offset) + " of a " +
+               std::to_string(c.total_bytes) + "-byte message (tag " + std::to_string(c.tag) +
+               ") from its memory: " + why;
+      }
+    } else if (copy_payload(c, dst) != c.crc32) {
       return "chunk at offset " + std::to_string(c.offset) + " of a " + std::to_string(c.total_bytes) +
              "-byte message (tag " + std::to_string(c.tag) + ") failed its crc32 check";
     }
@@ -695,14 +771,21 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       size_t off = 0;
       const bool eager = op->bytes <= kEagerBytes;
       c.copy = eager;
+      c.remote = !eager && cma_to[peer];  // set before the writer started; read-only since
+      if (c.remote) {
+        std::lock_guard<std::mutex> lock(out.mu);
+        op->remote = true;
+      }
       do {
         size_t n = std::min(opt.chunk_bytes, op->bytes - off);
         c.tag = op->tag;
         c.offset = off;
         c.total_bytes = op->bytes;
         c.data = op->data + off;  // sent from the caller's buffer, no copy (grpc/wire.h)
+        c.remote_address = reinterpret_cast<uintptr_t>(c.data);  // or read from here (remote)
+        c.remote_guard = reinterpret_cast<uintptr_t>(&out.given_up);
         c.size = n;
-        c.crc32 = crc32_of(op->data + off, n);
+        c.crc32 = c.remote ? 0 : crc32_of(op->data + off, n);
         ok = out.stream->Write(c);
         off += n;
       } while (ok && off < op->bytes);
@@ -756,7 +839,12 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   auto colon = o.coordinator.rfind(':');
   TESSERA_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < o.coordinator.size(),
                 "grpc transport: coordinator address '", o.coordinator, "' is not host:port");
-  for (auto* v : {&m.hellos, &m.hello_local, &m.hello_host}) v->assign(static_cast<size_t>(o.world_size), "");
+  const size_t n = static_cast<size_t>(o.world_size);
+  for (auto* v : {&m.hellos, &m.hello_local, &m.hello_host}) v->assign(n, "");
+  m.hello_pid.assign(n, 0);
+  m.hello_probe.assign(n, 0);
+  m.hello_nonce.assign(n, 0);
+  m.reads.assign(n, {});
   for (int r = 0; r < o.world_size; ++r) {
     m.inboxes.push_back(std::make_shared<Inbox>());
     m.outboxes.push_back(std::make_shared<Outbox>());
@@ -818,6 +906,20 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     req.set_local_address(m.local->name());
     req.set_host_id(host);
   }
+  const bool offer_cma = !host.empty() && o.cma_local;
+  if (offer_cma) {
+    // Yama (ptrace_scope 1) lets only a process's ancestors read it unless it names a reader;
+    // peers are siblings. No-op (EINVAL) without Yama.
+#if defined(PR_SET_PTRACER)
+    (void)::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+#endif
+    m.probe_word = std::random_device{}() * 0x9e3779b97f4a7c15ull ^ (uint64_t{std::random_device{}()} << 17) ^
+                   static_cast<uint64_t>(::getpid());
+    if (m.probe_word == 0) m.probe_word = 1;
+    req.set_pid(static_cast<uint32_t>(::getpid()));
+    req.set_probe_address(reinterpret_cast<uintptr_t>(&m.probe_word));
+    req.set_probe_nonce(m.probe_word);
+  }
   proto::HelloReply reply;
   gr::Status st = coord->Hello(&hctx, req, &reply);
   if (!st.ok()) {
@@ -840,6 +942,57 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   m.all_local = reply.host_ids_size() == o.world_size && reply.local_addresses_size() == o.world_size;
   for (int p = 0; p < o.world_size && m.all_local; ++p)
     m.all_local = !reply.host_ids(p).empty() && reply.host_ids(p) == reply.host_ids(0) && !reply.local_addresses(p).empty();
+
+  // Second round: read every co-located peer's probe word, tell the coordinator which worked,
+  // learn which peers can read this rank. Decided before any stream opens, the same on every rank.
+  proto::RoutesRequest rreq;
+  rreq.set_rank(static_cast<uint32_t>(o.rank));
+  {
+    std::lock_guard<std::mutex> lock(m.names_mu);
+    m.cma_from.assign(n, 0);
+    m.cma_to.assign(n, 0);
+    m.peer_pid.assign(n, 0);
+    for (int p = 0; p < o.world_size; ++p) {
+      bool readable = false;
+      if (offer_cma && p != o.rank && reply.pids_size() == o.world_size && reply.probe_addresses_size() == o.world_size &&
+          reply.probe_nonces_size() == o.world_size && reply.pids(p) != 0 && reply.host_ids(p) == host) {
+        uint64_t word = 0;
+        iovec local{&word, sizeof word};
+        iovec remote{reinterpret_cast<void*>(static_cast<uintptr_t>(reply.probe_addresses(p))), sizeof word};
+        const ssize_t got = ::process_vm_readv(static_cast<pid_t>(reply.pids(p)), &local, 1, &remote, 1, 0);
+        readable = got == static_cast<ssize_t>(sizeof word) && word == reply.probe_nonces(p);
+        if (!readable)
+          log::get("comms")->warn("grpc: rank {} cannot read rank {}'s memory ({}); its large messages come over the socket",
+                                  o.rank, p, got < 0 ? std::strerror(errno) : "wrong probe word: another pid namespace?");
+        m.peer_pid[p] = readable ? static_cast<int>(reply.pids(p)) : 0;
+      }
+      m.cma_from[p] = readable;
+      rreq.add_reads(readable);
+    }
+  }
+  proto::RoutesReply routes;
+  gr::ClientContext rctx;
+  rctx.set_deadline(std::chrono::system_clock::now() + o.connect_timeout);
+  rctx.set_wait_for_ready(true);
+  st = coord->Routes(&rctx, rreq, &routes);
+  if (!st.ok() || routes.reads_size() != o.world_size * o.world_size) {
+    std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous (routes) at coordinator " +
+                      o.coordinator + " failed: " +
+                      (st.ok() ? "a reply of " + std::to_string(routes.reads_size()) + " entries" : st.error_message());
+    if (m.local) m.local->stop();
+    m.server->Shutdown(std::chrono::system_clock::now());
+    if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
+      throw TimeoutError(msg);
+    throw RemoteError(msg);
+  }
+  m.all_cma = o.world_size > 1;
+  for (int a = 0; a < o.world_size; ++a)
+    for (int b = 0; b < o.world_size; ++b)
+      if (a != b && !routes.reads(a * o.world_size + b)) m.all_cma = false;
+  {
+    std::lock_guard<std::mutex> lock(m.names_mu);
+    for (int p = 0; p < o.world_size; ++p) m.cma_to[p] = p != o.rank && routes.reads(p * o.world_size + o.rank);
+  }
 
   // One stream to every peer, opened now so that a peer's death is seen on every connection.
   gr::ChannelArguments args;
@@ -867,10 +1020,13 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     out.writer = std::thread([this, p] { impl_->writer_loop(p); });
     out.acker = std::thread([this, p] { impl_->acker_loop(p); });
   }
-  int unix_peers = 0;
-  for (int p = 0; p < o.world_size; ++p) unix_peers += route(p) == "unix";
-  log::get("comms")->debug("grpc: rank {} of {} at {}; {} of {} peers over a Unix socket", o.rank, o.world_size,
-                           m.address, unix_peers, o.world_size - 1);
+  int unix_peers = 0, cma_peers = 0;
+  for (int p = 0; p < o.world_size; ++p) {
+    unix_peers += route(p) == "unix";
+    cma_peers += route(p) == "cma";
+  }
+  log::get("comms")->debug("grpc: rank {} of {} at {}; of {} peers, {} read its large messages from its memory, {} more use a Unix socket",
+                           o.rank, o.world_size, m.address, o.world_size - 1, cma_peers, unix_peers);
 }
 
 GrpcTransport::~GrpcTransport() {
@@ -912,13 +1068,16 @@ int GrpcTransport::size() const { return impl_->opt.world_size; }
 const std::string& GrpcTransport::address() const { return impl_->address; }
 std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
 double GrpcTransport::alpha() const { return impl_->all_local ? 43e-6 : 51e-6; }
-double GrpcTransport::beta() const { return impl_->all_local ? 2.0e9 : 1.5e9; }
+double GrpcTransport::beta() const { return impl_->all_cma ? 4.0e9 : impl_->all_local ? 2.0e9 : 1.5e9; }
 
 std::string GrpcTransport::route(int peer) const {
   TESSERA_CHECK_INDEX(peer >= 0 && peer < impl_->opt.world_size, "grpc: peer rank ", peer,
                       " is outside the world of ", impl_->opt.world_size);
   std::lock_guard<std::mutex> lock(impl_->names_mu);
-  return peer == impl_->opt.rank ? "self" : static_cast<size_t>(peer) < impl_->via_unix.size() && impl_->via_unix[peer] ? "unix" : "tcp";
+  const size_t p = static_cast<size_t>(peer);
+  if (peer == impl_->opt.rank) return "self";
+  if (p < impl_->cma_to.size() && impl_->cma_to[p]) return "cma";
+  return p < impl_->via_unix.size() && impl_->via_unix[p] ? "unix" : "tcp";
 }
 
 RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {

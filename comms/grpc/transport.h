@@ -22,6 +22,18 @@
 // instead: the same gRPC service and HTTP/2 stream over a cheaper kernel path (about half the
 // kernel CPU per byte of TCP loopback), with socket buffers of socket_buffer_bytes. Every other
 // peer, and every peer when unix_local is false (env TESSERA_GRPC_LOCAL=tcp), is reached by TCP.
+// Co-located ranks go one step further by default (cma_local, TESSERA_GRPC_LOCAL=cma): a chunk of
+// a message above 256 KiB travels as its address in the sender's memory, and the receiver copies
+// it from there with process_vm_readv(2) (one copy instead of three, as OpenMPI's shared-memory
+// transport does between ranks of a node); its crc32, header, ordering, acknowledgement and
+// failure handling are those of the stream, which still carries every small message. Each rank
+// first proves it can read each peer (a probe word, read at rendezvous; a second coordinator
+// round tells every sender which receivers can read it), so a container or kernel that forbids
+// it just leaves those peers on the Unix socket. Offering CMA calls prctl(PR_SET_PTRACER_ANY),
+// as OpenMPI does, so that Yama (ptrace_scope 1) lets same-user peers read this process.
+// A send completes on the receiver's ack, so its buffer is never read after it completes; a
+// send abandoned before that (its request destroyed on an error path) cancels the stream, and a
+// read that raced with the buffer's reuse fails its crc32 check.
 //
 // Failure: a peer whose process exits closes its connections: operations with it fail with
 // NetworkError naming it. A peer that hangs makes waits time out. A chunk whose checksum,
@@ -47,10 +59,13 @@ struct GrpcOptions {
   size_t chunk_bytes = 1 << 20;
   std::chrono::milliseconds connect_timeout{30000};
   bool unix_local = true;                // co-located peers over a Unix-domain socket
+  // With unix_local: co-located peers read this rank's large chunks straight from its memory
+  // (cross-memory attach) when a probe at start-up shows they can; the stream carries the rest.
+  bool cma_local = true;
   size_t socket_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF of those sockets (0: kernel's)
   // From TESSERA_RANK, TESSERA_WORLD_SIZE, TESSERA_COORDINATOR, TESSERA_BIND_HOST,
-  // TESSERA_GRPC_CHUNK_BYTES, TESSERA_GRPC_LOCAL (unix|tcp); ValueError naming a missing or bad
-  // variable.
+  // TESSERA_GRPC_CHUNK_BYTES, TESSERA_GRPC_LOCAL (cma|unix|tcp: cma sets both flags above, unix
+  // only unix_local, tcp neither); ValueError naming a missing or bad variable.
   static GrpcOptions from_env();
 };
 
@@ -68,14 +83,18 @@ class GrpcTransport : public Transport {
   void abort(const std::string& reason) override;
   std::string peer_name(int peer) const override;
   // Measured with benchmarks/transport_bench on the 2-core VM (README): latency 43 us over Unix
-  // sockets, 51 us over TCP; 2.0 / 1.5 GB/s per rank with both directions busy. The Unix values
-  // apply when the rendezvous says every rank is on this host with a Unix listener (the same
-  // answer on every rank, so every rank's cost model picks the same algorithm).
+  // sockets, 51 us over TCP; per rank with both directions busy, 2.0 GB/s over Unix sockets, 1.5
+  // over TCP, 4.0 when large chunks are read from memory (1 MiB messages). The Unix values apply
+  // when the rendezvous says every rank is on this host with a Unix listener, the memory ones
+  // when every pair of ranks reads each other (the same answers on every rank, so every rank's
+  // cost model picks the same algorithm).
   double alpha() const override;
   double beta() const override;
 
   const std::string& address() const;  // where this rank's Interconnect service listens
-  // How this rank reaches `peer`: "unix" (co-located, Unix-domain socket), "tcp", or "self".
+  // How this rank's messages reach `peer`: "cma" (co-located; the peer reads large chunks from
+  // this process's memory, everything else over the Unix socket), "unix" (co-located, every byte
+  // over a Unix-domain socket), "tcp", or "self".
   std::string route(int peer) const;
 
   struct Impl;

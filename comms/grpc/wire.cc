@@ -1,7 +1,10 @@
 #include <tessera/comms/grpc/wire.h>
 #include <tessera/comms/crc32.h>
 
+#include <sys/uio.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace tessera::comms::grpc {
@@ -13,7 +16,8 @@ namespace {
 // (2) and 32-bit (5).
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5 };
 enum Field : uint32_t {
-  kSrc = 1, kDst = 2, kTag = 3, kOffset = 4, kTotal = 5, kPayload = 6, kCrc = 7, kAbort = 8
+  kSrc = 1, kDst = 2, kTag = 3, kOffset = 4, kTotal = 5, kPayload = 6, kCrc = 7, kAbort = 8,
+  kRemoteAddress = 9, kRemoteBytes = 10, kRemoteGuard = 11
 };
 
 void put_varint(std::string& s, uint64_t v) {
@@ -36,14 +40,27 @@ std::string encode_header(const WireChunk& c) {
     put_key(h, f, kVarint);
     put_varint(h, v);
   }
-  put_key(h, kCrc, kFixed32);
-  for (int i = 0; i < 4; ++i) h.push_back(static_cast<char>(c.crc32 >> (8 * i)));
+  auto fixed64 = [&](Field f, uint64_t v) {
+    put_key(h, f, kFixed64);
+    for (int i = 0; i < 8; ++i) h.push_back(static_cast<char>(v >> (8 * i)));
+  };
+  if (!c.remote) {
+    put_key(h, kCrc, kFixed32);
+    for (int i = 0; i < 4; ++i) h.push_back(static_cast<char>(c.crc32 >> (8 * i)));
+  }
   if (!c.abort_reason.empty()) {
     put_key(h, kAbort, kLen);
     put_varint(h, c.abort_reason.size());
     h += c.abort_reason;
   }
-  if (c.size > 0) {
+  if (c.remote) {
+    fixed64(kRemoteAddress, c.remote_address);
+    if (c.size > 0) {
+      put_key(h, kRemoteBytes, kVarint);
+      put_varint(h, c.size);
+    }
+    if (c.remote_guard) fixed64(kRemoteGuard, c.remote_guard);
+  } else if (c.size > 0) {
     put_key(h, kPayload, kLen);
     put_varint(h, c.size);
   }
@@ -124,7 +141,8 @@ class Cursor {
 // Fills c from c.slices; returns "" or what is wrong.
 std::string parse(WireChunk& c) {
   Cursor in(c.slices);
-  bool payload_seen = false;
+  bool payload_seen = false, remote_bytes_seen = false;
+  uint64_t remote_bytes = 0;
   while (!in.at_end()) {
     uint64_t key, v;
     if (!in.varint(key)) return "truncated field key";
@@ -138,9 +156,12 @@ std::string parse(WireChunk& c) {
         else if (field == kTag) c.tag = v;
         else if (field == kOffset) c.offset = v;
         else if (field == kTotal) c.total_bytes = v;
+        else if (field == kRemoteBytes) remote_bytes = v, remote_bytes_seen = true;
         break;
       case kFixed64:
         if (!in.fixed(v, 8)) return "truncated 64-bit field " + std::to_string(field);
+        if (field == kRemoteAddress) c.remote_address = v, c.remote = true;
+        else if (field == kRemoteGuard) c.remote_guard = v;
         break;
       case kFixed32:
         if (!in.fixed(v, 4)) return "truncated 32-bit field " + std::to_string(field);
@@ -168,6 +189,11 @@ std::string parse(WireChunk& c) {
         return "wire type " + std::to_string(type) + " (field " + std::to_string(field) + ")";
     }
   }
+  if ((remote_bytes_seen || c.remote_guard) && !c.remote) return "remote_bytes or remote_guard without remote_address";
+  if (c.remote) {
+    if (payload_seen) return "both a payload and a remote address";
+    c.size = static_cast<size_t>(remote_bytes);
+  }
   return "";
 }
 
@@ -191,7 +217,43 @@ uint32_t copy_payload(const WireChunk& c, char* dst) {
   return crc;
 }
 
-std::string encode_for_test(const WireChunk& c) { return encode_header(c) + std::string(c.data, c.size); }
+namespace {
+// One process_vm_readv(2) of [address, address + n) in `pid` into dst, whole or an error.
+bool read_range(int pid, uint64_t address, size_t n, char* dst, std::string& error) {
+  size_t done = 0;
+  while (done < n) {
+    iovec local{dst + done, n - done};
+    iovec remote{reinterpret_cast<void*>(static_cast<uintptr_t>(address + done)), n - done};
+    ssize_t got = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      const int e = got < 0 ? errno : EFAULT;
+      error = std::string(e == ESRCH ? "the process is gone" : e == EFAULT ? "its memory is not readable there"
+                                                                            : "the kernel refuses") +
+              " (process_vm_readv of " + std::to_string(n - done) + " bytes: " + std::strerror(e) + ")";
+      return false;
+    }
+    done += static_cast<size_t>(got);
+  }
+  return true;
+}
+}  // namespace
+
+bool read_remote(int pid, uint64_t address, size_t n, char* dst, uint64_t guard, std::string& error) {
+  if (!read_range(pid, address, n, dst, error)) return false;
+  if (!guard) return true;
+  uint64_t given_up = 0;
+  if (!read_range(pid, guard, sizeof given_up, reinterpret_cast<char*>(&given_up), error)) return false;
+  if (given_up) {
+    error = "the sender gave the message up while it was being read";
+    return false;
+  }
+  return true;
+}
+
+std::string encode_for_test(const WireChunk& c) {
+  return encode_header(c) + (c.remote ? std::string() : std::string(c.data, c.size));
+}
 
 WireChunk decode_for_test(const std::string& bytes) {
   ::grpc::Slice s(bytes.data(), bytes.size());
@@ -208,6 +270,13 @@ namespace grpc {
 Status SerializationTraits<tessera::comms::grpc::WireChunk, void>::Serialize(
     const tessera::comms::grpc::WireChunk& c, ByteBuffer* bb, bool* own_buffer) {
   std::string h = tessera::comms::grpc::encode_header(c);
+  if (c.remote) {  // the header says where the bytes are; the receiver reads them from there
+    Slice one(h.data(), h.size());
+    ByteBuffer out(&one, 1);
+    bb->Swap(&out);
+    *own_buffer = true;
+    return Status::OK;
+  }
   if (c.copy) {
     Slice one(h.size() + c.size);  // gRPC-owned: the caller's buffer is free once Write returns
     auto* p = const_cast<uint8_t*>(one.begin());

@@ -19,6 +19,14 @@
 // copied into the socket, so the caller's buffer is never read after its send completes. Small
 // messages are the exception: with `copy` set, the chunk is serialized into one slice gRPC owns
 // (header and payload copied), so their sends may complete as soon as Write() returns.
+//
+// Between co-located ranks that can read each other's memory (cross-memory attach) a chunk may
+// carry no payload but `remote`: where its bytes are in the sender's process (fields 9 and 10);
+// the receiver copies them out with read_remote(). Such a chunk has no crc32 (no wire to corrupt
+// it); instead remote_guard, when set, is the address of a word in the sender that turns
+// non-zero when the sender gives a message up before its ack (error paths), after which its
+// buffer may be reused: read_remote() reads it after the bytes and fails if it is set, so a read
+// that raced with the reuse is never delivered.
 #pragma once
 
 #include <grpcpp/impl/serialization_traits.h>
@@ -49,6 +57,10 @@ struct WireChunk {
   const char* data = nullptr;
   size_t size = 0;
   bool copy = false;  // sending: copy the payload into a gRPC-owned slice instead of referencing it
+  // The bytes are not in the message but at remote_address in the sender's process (size bytes).
+  bool remote = false;
+  uint64_t remote_address = 0;
+  uint64_t remote_guard = 0;  // 0: none
   std::vector<::grpc::Slice> slices;
   size_t first_slice = 0;
   size_t first_offset = 0;
@@ -71,6 +83,11 @@ struct WireChunk {
 // Copies the received payload to dst (nullptr: nowhere) and returns its crc32 (zlib's), in one
 // pass over cache-sized blocks.
 uint32_t copy_payload(const WireChunk& c, char* dst);
+
+// Copies n bytes at `address` in process `pid` to dst (cross-memory attach, process_vm_readv(2)),
+// then checks the word at `guard` (if not 0) is still zero. Returns false, with `error` saying
+// why, if the process is gone, a range is not readable, the kernel refuses or the guard is set.
+bool read_remote(int pid, uint64_t address, size_t n, char* dst, uint64_t guard, std::string& error);
 
 // The encoding of a chunk, header and payload, as one string (tests; the transport sends slices).
 std::string encode_for_test(const WireChunk& c);

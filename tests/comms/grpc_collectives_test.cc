@@ -15,14 +15,17 @@ namespace {
 
 std::shared_ptr<grpc::GrpcTransport> g_transport;
 
-bool tcp_everywhere() {
-  const char* local = std::getenv("TESSERA_GRPC_LOCAL");
-  return local && std::string(local) == "tcp";
-}
-// TESSERA_TEST_TCP_RANKS: comma-separated ranks that are told TESSERA_GRPC_LOCAL=tcp.
-bool tcp_rank(int r) {
-  const char* v = std::getenv("TESSERA_TEST_TCP_RANKS");
+bool listed(const char* var, int r) {
+  const char* v = std::getenv(var);
   return v && ("," + std::string(v) + ",").find("," + std::to_string(r) + ",") != std::string::npos;
+}
+// What rank r was told: TESSERA_GRPC_LOCAL (cma when unset), unless it is one of the ranks in
+// TESSERA_TEST_TCP_RANKS (told tcp) or TESSERA_TEST_UNIX_RANKS (told unix).
+std::string local_mode(int r) {
+  if (listed("TESSERA_TEST_TCP_RANKS", r)) return "tcp";
+  if (listed("TESSERA_TEST_UNIX_RANKS", r)) return "unix";
+  const char* local = std::getenv("TESSERA_GRPC_LOCAL");
+  return local && *local ? local : "cma";
 }
 
 int sum_over_ranks(int mine) {
@@ -58,25 +61,38 @@ TEST(GrpcGrid, EveryCaseExact) {
   }
 }
 
-// Ranks started on one machine reach each other over Unix sockets, unless TESSERA_GRPC_LOCAL=tcp
-// (ctest runs this binary both ways, so the grid above covers both routes) or either end is one
-// of the ranks in TESSERA_TEST_TCP_RANKS (a job with both routes at once).
-TEST(GrpcRoutes, CoLocatedPeersUseUnixSocketsUnlessToldTcp) {
+// Ranks started on one machine read each other's large chunks from memory (cma) and send the
+// rest over Unix sockets; "unix" keeps every byte on the socket, "tcp" uses TCP. A pair takes
+// the plainer route of its two ends. ctest runs this binary with each setting, so the grid above
+// covers every route, and once with all three in one job (TESSERA_TEST_*_RANKS).
+TEST(GrpcRoutes, CoLocatedPeersReadMemoryOrUseUnixSocketsAsTold) {
+  const std::string me = local_mode(g_transport->rank());
   for (int p = 0; p < g_transport->size(); ++p) {
-    const bool tcp = tcp_everywhere() || tcp_rank(p) || tcp_rank(g_transport->rank());
-    EXPECT_EQ(g_transport->route(p), p == g_transport->rank() ? "self" : tcp ? "tcp" : "unix") << "peer " << p;
+    const std::string them = local_mode(p);
+    const std::string want = p == g_transport->rank()           ? "self"
+                             : me == "tcp" || them == "tcp"     ? "tcp"
+                             : me == "cma" && them == "cma"     ? "cma"
+                                                                : "unix";
+    EXPECT_EQ(g_transport->route(p), want) << "peer " << p;
   }
   EXPECT_THROW(g_transport->route(g_transport->size()), IndexError);
 }
 
 // The cost model's inputs are the same on every rank (else ranks could choose different
-// algorithms): the Unix-socket figures only when every rank is reached that way.
+// algorithms): the Unix-socket figures only when every rank is reached that way, the memory
+// figures only when every pair reads each other's memory.
 TEST(GrpcRoutes, EveryRankSeesTheSameCosts) {
-  bool any_tcp = tcp_everywhere();
-  for (int p = 0; p < g_transport->size(); ++p) any_tcp = any_tcp || tcp_rank(p);
+  bool any_tcp = false, all_cma = true;
+  for (int p = 0; p < g_transport->size(); ++p) {
+    any_tcp = any_tcp || local_mode(p) == "tcp";
+    all_cma = all_cma && local_mode(p) == "cma";
+  }
   const int alpha_us = static_cast<int>(g_transport->alpha() * 1e6 + 0.5);
+  const int beta_mbs = static_cast<int>(g_transport->beta() / 1e6 + 0.5);
   EXPECT_EQ(alpha_us, any_tcp ? 51 : 43);
+  EXPECT_EQ(beta_mbs, any_tcp ? 1500 : all_cma ? 4000 : 2000);
   EXPECT_EQ(sum_over_ranks(alpha_us), alpha_us * g_transport->size());
+  EXPECT_EQ(sum_over_ranks(beta_mbs), beta_mbs * g_transport->size());
 }
 
 // A completed send leaves the caller's buffer free, for eager (<= 256 KiB, copied) and
@@ -126,7 +142,9 @@ TEST(GrpcGrid, LargeMessagesAreChunkedAndChecksummed) {
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   auto opts = tessera::comms::grpc::GrpcOptions::from_env();
-  if (tessera::comms::tcp_rank(opts.rank)) opts.unix_local = false;
+  const std::string mode = tessera::comms::local_mode(opts.rank);
+  opts.unix_local = mode != "tcp";
+  opts.cma_local = mode == "cma";
   tessera::comms::g_transport = std::make_shared<tessera::comms::grpc::GrpcTransport>(opts);
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   if (opts.rank != 0) delete listeners.Release(listeners.default_result_printer());

@@ -1,6 +1,7 @@
 // Failure behaviour over the grpc transport; started by run_ranks.sh with --victim 1:
 //   exit: rank 1 exits mid-collective;  hang: rank 1 sleeps past the deadline;
 //   stop: rank 1 freezes (SIGSTOP: no thread of it runs, its sockets stay open).
+// A second argument "large" makes the messages large (see below).
 // Every other rank must fail its all-reduce with a CommError naming the operation and a peer
 // within the deadline (1 s) plus a margin; it prints "PASS rank R: ..." or "FAIL rank R: ...".
 #include <tessera/comms/collectives.h>
@@ -18,16 +19,19 @@ using namespace tessera::comms;
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "hang";
+  // "large": 4 MiB per rank in 1 MiB segments, so messages are above the eager size (and, between
+  // ranks that read each other's memory, travel as addresses): the victim fails mid-transfer.
+  const bool large = argc > 2 && std::string(argv[2]) == "large";
   auto opts = grpc::GrpcOptions::from_env();
   auto t = std::make_shared<grpc::GrpcTransport>(opts);
   MeshComm comm(Mesh::parse("1x" + std::to_string(opts.world_size)), t);
-  std::vector<float> v(1 << 18, 1.0f);
+  std::vector<float> v(large ? 1 << 20 : 1 << 18, 1.0f);
   AllreduceOptions o;
   o.count = v.size();
   o.inputs = {v.data()};
   o.outputs = {v.data()};
   o.timeout = std::chrono::milliseconds(1000);
-  o.chunk_bytes = 16 << 10;
+  o.chunk_bytes = large ? 1 << 20 : 16 << 10;
   {
     // Everyone alive: works (with a generous deadline: processes start at different times).
     AllreduceOptions warm = o;

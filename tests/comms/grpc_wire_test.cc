@@ -9,6 +9,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -191,6 +194,71 @@ TEST(GrpcWire, EagerSendingCopiesIntoOneOwnedSlice) {
   }
 }
 
+// A chunk whose bytes stay in the sender's memory: a protobuf Chunk with remote_address,
+// remote_bytes and remote_guard set and no payload or crc32; one slice, nothing of the buffer.
+TEST(GrpcWire, RemoteChunkCarriesAnAddressNotTheBytes) {
+  std::string payload = pattern(3 << 20, 9);
+  WireChunk w = sample(payload);
+  w.remote = true;
+  w.remote_address = reinterpret_cast<uintptr_t>(payload.data());
+  w.remote_guard = 0x7fff12345678ull;
+  std::vector<::grpc::Slice> slices = serialized(w);
+  ASSERT_EQ(slices.size(), 1u);
+  EXPECT_LT(slices[0].size(), 100u);  // the header only
+  std::string sent(reinterpret_cast<const char*>(slices[0].begin()), slices[0].size());
+  proto::Chunk p;
+  ASSERT_TRUE(p.ParseFromString(sent));
+  EXPECT_EQ(p.remote_address(), w.remote_address);
+  EXPECT_EQ(p.remote_bytes(), payload.size());
+  EXPECT_EQ(p.remote_guard(), w.remote_guard);
+  EXPECT_EQ(p.payload(), "");
+  EXPECT_EQ(p.crc32(), 0u);
+  EXPECT_EQ(p.tag(), w.tag);
+  WireChunk back = decode_for_test(sent);
+  ASSERT_EQ(back.malformed, "");
+  EXPECT_TRUE(back.remote);
+  EXPECT_EQ(back.remote_address, w.remote_address);
+  EXPECT_EQ(back.remote_guard, w.remote_guard);
+  EXPECT_EQ(back.size, payload.size());
+  EXPECT_EQ(back.offset, w.offset);
+  // What protobuf writes decodes the same; a payload beside an address is refused, and so are
+  // remote fields without the address.
+  EXPECT_EQ(decode_for_test(p.SerializeAsString()).remote_address, w.remote_address);
+  p.set_payload("x");
+  EXPECT_NE(decode_for_test(p.SerializeAsString()).malformed, "");
+  proto::Chunk q;
+  q.set_remote_bytes(5);
+  EXPECT_NE(decode_for_test(q.SerializeAsString()).malformed, "");
+}
+
+// read_remote on this very process (process_vm_readv of oneself is always permitted): the bytes
+// arrive; an unmapped range, a set guard word and a process that is gone are errors saying so.
+TEST(GrpcWire, ReadRemoteCopiesOrSaysWhy) {
+  const int self = static_cast<int>(::getpid());
+  std::string src = pattern((5 << 20) + 3, 11);
+  std::string dst(src.size(), '\0');
+  uint64_t guard = 0;
+  std::string why;
+  ASSERT_TRUE(read_remote(self, reinterpret_cast<uintptr_t>(src.data()), src.size(), dst.data(),
+                          reinterpret_cast<uintptr_t>(&guard), why)) << why;
+  EXPECT_EQ(dst, src);
+  EXPECT_TRUE(read_remote(self, reinterpret_cast<uintptr_t>(src.data()), 0, dst.data(), 0, why));
+  guard = 1;  // the sender gave the message up: whatever was read is not delivered
+  EXPECT_FALSE(read_remote(self, reinterpret_cast<uintptr_t>(src.data()), 64, dst.data(),
+                           reinterpret_cast<uintptr_t>(&guard), why));
+  EXPECT_NE(why.find("gave the message up"), std::string::npos) << why;
+  EXPECT_FALSE(read_remote(self, 4096, 64, dst.data(), 0, why));  // page 1 is never mapped
+  EXPECT_NE(why.find("not readable"), std::string::npos) << why;
+  // A child that has exited and been reaped: its pid names no process (until reused).
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_FALSE(read_remote(static_cast<int>(child), reinterpret_cast<uintptr_t>(src.data()), 64, dst.data(), 0, why));
+  EXPECT_NE(why.find("gone"), std::string::npos) << why;
+}
+
 // The environment a launcher sets: required variables, numbers, and the route for co-located
 // peers (TESSERA_GRPC_LOCAL); anything else is a ValueError naming the variable.
 TEST(GrpcOptionsFromEnv, ReadsTheLaunchersVariablesAndRejectsBadOnes) {
@@ -205,10 +273,16 @@ TEST(GrpcOptionsFromEnv, ReadsTheLaunchersVariablesAndRejectsBadOnes) {
   EXPECT_EQ(o.coordinator, "127.0.0.1:4567");
   EXPECT_EQ(o.chunk_bytes, 65536u);
   EXPECT_TRUE(o.unix_local);
+  EXPECT_TRUE(o.cma_local);  // the default: cma
   ::setenv("TESSERA_GRPC_LOCAL", "tcp", 1);
   EXPECT_FALSE(GrpcOptions::from_env().unix_local);
+  EXPECT_FALSE(GrpcOptions::from_env().cma_local);
   ::setenv("TESSERA_GRPC_LOCAL", "unix", 1);
   EXPECT_TRUE(GrpcOptions::from_env().unix_local);
+  EXPECT_FALSE(GrpcOptions::from_env().cma_local);
+  ::setenv("TESSERA_GRPC_LOCAL", "cma", 1);
+  EXPECT_TRUE(GrpcOptions::from_env().unix_local);
+  EXPECT_TRUE(GrpcOptions::from_env().cma_local);
   auto message_of = [] {
     try {
       GrpcOptions::from_env();
