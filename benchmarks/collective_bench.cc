@@ -10,9 +10,11 @@
 //            --in-place (every row reduces the output buffers in place: tessera with inputs ==
 //            outputs, the peer with MPI_IN_PLACE; repeated calls keep summing, which costs the
 //            same; the wrong-element check runs on fresh values)
-//            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-tcp; the peer
-//            always runs). grpc: co-located ranks over Unix sockets (the default); grpc-tcp: over
-//            TCP loopback (TESSERA_GRPC_LOCAL=tcp).
+//            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-unix,grpc-tcp;
+//            the peer always runs). grpc: the default route between co-located ranks (large
+//            chunks read from the sender's memory, the rest over a Unix socket; TESSERA_GRPC_LOCAL
+//            =cma); grpc-unix: every byte over the Unix socket (=unix); grpc-tcp: over TCP
+//            loopback (=tcp).
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
@@ -43,7 +45,7 @@ struct Args {
   double seconds = 0.25;
   bool grpc = true;
   bool in_place = false;
-  std::string rows = "ring,mesh2d,native,grpc,grpc-tcp";
+  std::string rows = "ring,mesh2d,native,grpc,grpc-unix,grpc-tcp";
   bool want(const std::string& row) const { return ("," + rows + ",").find("," + row + ",") != std::string::npos; }
 };
 
@@ -117,7 +119,9 @@ int main(int argc, char** argv) {
 #if defined(TESSERA_BENCH_GRPC)
   // A gRPC transport exists only while its row runs: an idle second one (its polling threads)
   // measurably slows the first.
-  auto open_grpc = [&](bool unix_local) {
+  // route: "cma" (the default: co-located ranks read large chunks from each other's memory),
+  // "unix" (every byte over the Unix socket) or "tcp".
+  auto open_grpc = [&](const std::string& route) {
     // Rendezvous on rank 0: it picks a free port and tells the others through MPI.
     int port = rank == 0 ? grpc::pick_free_port() : 0;
     MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
@@ -125,7 +129,8 @@ int main(int argc, char** argv) {
     go.rank = rank;
     go.world_size = size;
     go.coordinator = "127.0.0.1:" + std::to_string(port);
-    go.unix_local = unix_local;
+    go.unix_local = route != "tcp";
+    go.cma_local = route == "cma";
     return std::make_unique<MeshComm>(mesh, std::make_shared<grpc::GrpcTransport>(go));
   };
 #endif
@@ -143,6 +148,7 @@ int main(int argc, char** argv) {
                 "algbw GB/s", "busbw GB/s", "wrong", "vs peer");
   }
 
+  std::vector<std::string> notes;  // printed under the table
   for (size_t bytes = args.min_bytes; bytes <= args.max_bytes; bytes *= 4) {
     size_t count = bytes / es;
     std::vector<std::vector<char>> in(L, std::vector<char>(count * es)), out(L, std::vector<char>(count * es));
@@ -226,9 +232,13 @@ int main(int argc, char** argv) {
         tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
     }
 #if defined(TESSERA_BENCH_GRPC)
-    for (bool unix_local : {true, false}) {
-      const std::string row = unix_local ? "grpc" : "grpc-tcp";
-      if (args.grpc && args.want(row)) tessera_row(*open_grpc(unix_local), Algorithm::mesh2d, row + "/mesh2d");
+    for (const std::string route : {"cma", "unix", "tcp"}) {
+      const std::string row = route == "cma" ? "grpc" : "grpc-" + route;
+      if (!args.grpc || !args.want(row)) continue;
+      auto comm = open_grpc(route);
+      if (rank == 0 && bytes == args.min_bytes && comm->chunk_bytes_or_default(args.chunk_bytes) != mesh_comm->chunk_bytes_or_default(args.chunk_bytes))
+        notes.push_back(row + ": chunk " + std::to_string(comm->chunk_bytes_or_default(args.chunk_bytes)) + " bytes (the transport's segment)");
+      tessera_row(*comm, Algorithm::mesh2d, row + "/mesh2d");
     }
 #endif
     if (rank == 0) {
@@ -244,6 +254,7 @@ int main(int argc, char** argv) {
     }
   }
   if (rank == 0) {
+    for (const auto& note : notes) std::printf("note: %s\n", note.c_str());
     std::printf("\nemulated mesh links (rank 0's view, all sizes and algorithms):\n%s",
                 mesh_comm->link_stats().top_links(4).c_str());
   }

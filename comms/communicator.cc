@@ -162,7 +162,7 @@ MeshComm::MeshComm(Mesh mesh, std::shared_ptr<Transport> transport, CommOptions 
     options_.timeout = std::chrono::milliseconds(env_int("TESSERA_COMM_TIMEOUT_MS", 60000));
   }
   if (options_.chunk_bytes == 0) {
-    options_.chunk_bytes = static_cast<size_t>(env_int("TESSERA_CHUNK_BYTES", 1 << 20));
+    options_.chunk_bytes = static_cast<size_t>(env_int("TESSERA_CHUNK_BYTES", static_cast<int>(transport_->segment_bytes())));
   }
   log::get("comms")->debug("rank {}: mesh {} over {} ({}), transport {}", rank(), mesh_.name(),
                            placement_.describe(), transport_->name(), transport_->name());

@@ -45,7 +45,8 @@ struct CommOptions {
   std::chrono::milliseconds timeout{0};
   // Explicit grid of ranks (rows x cols of blocks); 0: Placement::make's choice.
   int rank_grid_rows = 0, rank_grid_cols = 0;
-  // Pipelining segment of collectives; 0: env TESSERA_CHUNK_BYTES, else 1 MiB.
+  // Pipelining segment of collectives; 0: env TESSERA_CHUNK_BYTES, else the transport's
+  // segment_bytes() (1 MiB; 4 MiB over grpc when every pair of ranks reads each other's memory).
   size_t chunk_bytes = 0;
   // Cost of an exchange between nodes of one rank (thread hand-off, memcpy).
   AlphaBeta memory{5e-6, 8e9};

@@ -67,6 +67,11 @@ class Transport {
   // cost model (comms/cost_model.h) uses it to choose algorithms.
   virtual double alpha() const = 0;
   virtual double beta() const = 0;
+
+  // The collectives' default pipelining segment over this transport (MeshComm uses it unless
+  // told otherwise): small enough to overlap transfer and reduction, large enough to amortize
+  // the cost of a message.
+  virtual size_t segment_bytes() const { return size_t{1} << 20; }
 };
 
 }  // namespace tessera::comms

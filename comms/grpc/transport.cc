@@ -740,16 +740,57 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     return "";
   }
 
-  void writer_loop(int peer) {
-    Outbox& out = *outboxes[peer];
+  // Writes op's chunks to the peer's stream; the caller holds the stream (out.writing == &op).
+  bool write_chunks(int peer, Outbox& out, const SendOp& op) {
     WireChunk c;
     c.src_rank = static_cast<uint32_t>(opt.rank);
     c.dst_rank = static_cast<uint32_t>(peer);
+    c.copy = op.bytes <= kEagerBytes;
+    c.remote = op.remote;
+    bool ok = true;
+    size_t off = 0;
+    do {
+      size_t n = std::min(opt.chunk_bytes, op.bytes - off);
+      c.tag = op.tag;
+      c.offset = off;
+      c.total_bytes = op.bytes;
+      c.data = op.data + off;  // sent from the caller's buffer, no copy (grpc/wire.h)
+      c.remote_address = reinterpret_cast<uintptr_t>(c.data);  // or read from there (remote)
+      c.remote_guard = reinterpret_cast<uintptr_t>(&out.given_up);
+      c.size = n;
+      c.crc32 = c.remote ? 0 : crc32_of(op.data + off, n);
+      ok = out.stream->Write(c);
+      off += n;
+    } while (ok && off < op.bytes);
+    return ok;
+  }
+
+  // After write_chunks: hands the stream back and completes an eager send; false if the stream
+  // broke (every operation with the peer then fails).
+  bool written(int peer, Outbox& out, SendOp& op, bool ok) {
+    std::lock_guard<std::mutex> lock(out.mu);
+    out.writing = nullptr;
+    if (ok && op.bytes <= kEagerBytes && !op.failed) op.done = true;
+    out.cv.notify_all();
+    if (ok) return true;
+    op.failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
+    out.fail_all({FailKind::network, "connection to " + who(peer) + " lost"});
+    return false;
+  }
+
+  // Whether a send goes out as addresses: large, to a peer that reads this process's memory.
+  bool remote_send(int peer, size_t bytes) const { return bytes > kEagerBytes && cma_to[peer]; }
+
+  void writer_loop(int peer) {
+    Outbox& out = *outboxes[peer];
     for (;;) {
       std::shared_ptr<SendOp> op;
       {
         std::unique_lock<std::mutex> lock(out.mu);
-        out.cv.wait(lock, [&] { return out.stop || !out.queue.empty() || !out.abort_notice.empty() || out.dead; });
+        // Not while isend() writes a message itself (out.writing).
+        out.cv.wait(lock, [&] {
+          return (out.stop || !out.queue.empty() || !out.abort_notice.empty() || out.dead) && !out.writing;
+        });
         if (!out.abort_notice.empty()) {
           WireChunk a;
           a.src_rank = static_cast<uint32_t>(opt.rank);
@@ -766,38 +807,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         // Into unacked before the first byte goes out: the ack may beat us back here.
         out.unacked.push_back(op);
         out.writing = op.get();
+        op->remote = remote_send(peer, op->bytes);
       }
-      bool ok = true;
-      size_t off = 0;
-      const bool eager = op->bytes <= kEagerBytes;
-      c.copy = eager;
-      c.remote = !eager && cma_to[peer];  // set before the writer started; read-only since
-      if (c.remote) {
-        std::lock_guard<std::mutex> lock(out.mu);
-        op->remote = true;
-      }
-      do {
-        size_t n = std::min(opt.chunk_bytes, op->bytes - off);
-        c.tag = op->tag;
-        c.offset = off;
-        c.total_bytes = op->bytes;
-        c.data = op->data + off;  // sent from the caller's buffer, no copy (grpc/wire.h)
-        c.remote_address = reinterpret_cast<uintptr_t>(c.data);  // or read from here (remote)
-        c.remote_guard = reinterpret_cast<uintptr_t>(&out.given_up);
-        c.size = n;
-        c.crc32 = c.remote ? 0 : crc32_of(op->data + off, n);
-        ok = out.stream->Write(c);
-        off += n;
-      } while (ok && off < op->bytes);
-      std::lock_guard<std::mutex> lock(out.mu);
-      out.writing = nullptr;
-      if (ok && eager && !op->failed) op->done = true;
-      out.cv.notify_all();
-      if (!ok) {
-        op->failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
-        out.fail_all({FailKind::network, "connection to " + who(peer) + " lost"});
-        break;
-      }
+      if (!written(peer, out, *op, write_chunks(peer, out, *op))) break;
     }
     out.stream->WritesDone();
     std::lock_guard<std::mutex> lock(out.mu);
@@ -1070,6 +1082,8 @@ std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); 
 double GrpcTransport::alpha() const { return impl_->all_local ? 43e-6 : 51e-6; }
 double GrpcTransport::beta() const { return impl_->all_cma ? 4.0e9 : impl_->all_local ? 2.0e9 : 1.5e9; }
 
+size_t GrpcTransport::segment_bytes() const { return impl_->all_cma ? size_t{4} << 20 : size_t{1} << 20; }
+
 std::string GrpcTransport::route(int peer) const {
   TESSERA_CHECK_INDEX(peer >= 0 && peer < impl_->opt.world_size, "grpc: peer rank ", peer,
                       " is outside the world of ", impl_->opt.world_size);
@@ -1090,12 +1104,27 @@ RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t
   op->data = static_cast<const char*>(data);
   op->bytes = bytes;
   op->tag = tag;
+  // A message that goes out as addresses is a few small chunks: when the stream is idle, write
+  // them here rather than wake the writer thread (a thread hand-off less per message). Its send
+  // still completes on the ack. Everything else is queued for the writer.
+  bool write_here = false;
   {
     std::lock_guard<std::mutex> lock(out->mu);
     if (out->dead) return std::make_unique<FailedRequest>(*out->dead);
-    out->queue.push_back(op);
+    if (m.remote_send(peer, bytes) && out->queue.empty() && !out->writing && !out->stop && out->abort_notice.empty()) {
+      op->remote = true;
+      out->unacked.push_back(op);  // before the first byte goes out: the ack may beat us back
+      out->writing = op.get();
+      write_here = true;
+    } else {
+      out->queue.push_back(op);
+    }
   }
-  out->cv.notify_all();
+  if (write_here) {
+    m.written(peer, *out, *op, m.write_chunks(peer, *out, *op));
+  } else {
+    out->cv.notify_all();
+  }
   return std::make_unique<SendRequest>(out, op);
 }
 
