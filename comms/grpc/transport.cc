@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -265,6 +266,23 @@ int pick_free_port() {
   return ntohs(a.sin_port);
 }
 
+// Serves Interconnect.Exchange with WireChunk messages (what the generated service would do with
+// proto::Chunk; gRPC's own handler classes, as generated code uses them).
+class ExchangeService : public gr::Service {
+ public:
+  using Stream = gr::ServerReaderWriter<Ack, WireChunk>;
+  using Fn = std::function<gr::Status(gr::ServerContext*, Stream*)>;
+  explicit ExchangeService(Fn fn) : fn_(std::move(fn)) {
+    AddMethod(new gr::internal::RpcServiceMethod(
+        kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING,
+        new gr::internal::BidiStreamingHandler<ExchangeService, WireChunk, Ack>(
+            [](ExchangeService* s, gr::ServerContext* ctx, Stream* st) { return s->fn_(ctx, st); }, this)));
+  }
+
+ private:
+  Fn fn_;
+};
+
 // ---- receive side ----------------------------------------------------------------------------
 
 namespace {
@@ -285,6 +303,10 @@ struct Incoming {
   std::shared_ptr<RecvOp> target;         // bound receive, written directly
   bool discard = false;                   // its receive went away: drop the rest
   bool acked = false;                     // all bytes in and the sender's ack written
+  // A message in the sender's memory that arrived before its receive was posted: nothing is
+  // read (or acknowledged) until then; irecv() reads it straight into the receive's buffer.
+  bool deferred = false;
+  uint64_t remote_address = 0, remote_guard = 0;
 };
 
 // Everything received from one source rank. Guarded by mu.
@@ -295,6 +317,12 @@ struct Inbox {
   std::map<uint64_t, std::deque<std::shared_ptr<Incoming>>> unexpected;
   std::shared_ptr<Incoming> current;
   std::optional<Failure> dead;
+  // The sender's stream as its handler serves it (null before and after), so that irecv() can
+  // acknowledge a deferred message. Every Write on it holds write_mu (taken after mu, never the
+  // other way round); the handler takes write_mu once after clearing `stream`, so a Write that
+  // began before is over when it returns.
+  ExchangeService::Stream* stream = nullptr;
+  std::mutex write_mu;
 
   void fail_all(const Failure& f) {
     if (!dead) dead = f;
@@ -453,22 +481,6 @@ class FailedRequest : public Request {
 
 // ---- the transport -----------------------------------------------------------------------------
 
-// Serves Interconnect.Exchange with WireChunk messages (what the generated service would do with
-// proto::Chunk; gRPC's own handler classes, as generated code uses them).
-class ExchangeService : public gr::Service {
- public:
-  using Stream = gr::ServerReaderWriter<Ack, WireChunk>;
-  using Fn = std::function<gr::Status(gr::ServerContext*, Stream*)>;
-  explicit ExchangeService(Fn fn) : fn_(std::move(fn)) {
-    AddMethod(new gr::internal::RpcServiceMethod(
-        kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING,
-        new gr::internal::BidiStreamingHandler<ExchangeService, WireChunk, Ack>(
-            [](ExchangeService* s, gr::ServerContext* ctx, Stream* st) { return s->fn_(ctx, st); }, this)));
-  }
-
- private:
-  Fn fn_;
-};
 
 struct GrpcTransport::Impl : public proto::Coordinator::Service {
   GrpcOptions opt;
@@ -618,12 +630,14 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
           break;
         }
         src = static_cast<int>(c.src_rank);
+        std::lock_guard<std::mutex> lock(inboxes[src]->mu);
+        inboxes[src]->stream = stream;
       }
       Inbox& in = *inboxes[src];
       if (!c.abort_reason.empty()) {
         std::lock_guard<std::mutex> lock(in.mu);
         in.fail_all({FailKind::remote, who(src) + " aborted: " + c.abort_reason});
-        return gr::Status::OK;
+        break;
       }
       std::shared_ptr<Incoming> whole;
       error = accept(src, in, c, whole);
@@ -631,6 +645,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         Ack nack;
         nack.set_tag(c.tag);
         nack.set_error(error);
+        std::lock_guard<std::mutex> w(in.write_mu);
         stream->Write(nack);
         break;
       }
@@ -654,22 +669,69 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         Ack ack;
         ack.set_tag(c.tag);
         ack.set_received_bytes(c.total_bytes);
-        const bool ok = stream->Write(ack);
+        bool ok;
+        {
+          std::lock_guard<std::mutex> w(in.write_mu);
+          ok = stream->Write(ack);
+        }
         if (!eager) complete();
         if (!ok) break;
       }
     }
     if (src >= 0) {
       Inbox& in = *inboxes[src];
-      std::lock_guard<std::mutex> lock(in.mu);
-      if (!error.empty()) {
-        in.fail_all({FailKind::remote, "bad message from " + who(src) + ": " + error});
-      } else if (!in.dead) {
-        in.fail_all({FailKind::network, who(src) + " closed its connection (process exited or transport destroyed)" +
-                                            std::string(ctx->IsCancelled() ? "; the stream was cancelled" : "")});
+      {
+        std::lock_guard<std::mutex> lock(in.mu);
+        in.stream = nullptr;
+        if (!error.empty()) {
+          in.fail_all({FailKind::remote, "bad message from " + who(src) + ": " + error});
+        } else if (!in.dead) {
+          in.fail_all({FailKind::network, who(src) + " closed its connection (process exited or transport destroyed)" +
+                                              std::string(ctx->IsCancelled() ? "; the stream was cancelled" : "")});
+        }
       }
+      std::lock_guard<std::mutex> w(in.write_mu);  // an irecv() still acknowledging has finished
     }
     return error.empty() ? gr::Status::OK : gr::Status(gr::StatusCode::INVALID_ARGUMENT, error);
+  }
+
+  // irecv() of a message that waits in the sender's memory (Incoming::deferred): read it into the
+  // receive's buffer now, then acknowledge it on the sender's stream (or refuse it, so the
+  // sender's send fails too). `lock` holds in->mu.
+  RequestPtr receive_deferred(int src, const Incoming& inc, std::unique_lock<std::mutex> lock,
+                              const std::shared_ptr<Inbox>& in, uint64_t tag, const std::shared_ptr<RecvOp>& op) {
+    if (in->dead) return std::make_unique<FailedRequest>(*in->dead);
+    std::optional<Failure> failed;
+    if (inc.total != op->bytes) {
+      failed = Failure{FailKind::remote, "message size mismatch: " + who(src) + " sent " + std::to_string(inc.total) +
+                                             " bytes, the receiver expected " + std::to_string(op->bytes)};
+    }
+    lock.unlock();
+    std::string why;
+    if (!failed && !read_remote(reader_pid(src), inc.remote_address, op->bytes, op->dst, inc.remote_guard, why)) {
+      failed = Failure{FailKind::remote, "cannot read a " + std::to_string(inc.total) + "-byte message (tag " +
+                                             std::to_string(tag) + ") from the memory of " + who(src) + ": " + why};
+    }
+    Ack ack;
+    ack.set_tag(tag);
+    if (failed) ack.set_error(failed->message);
+    else ack.set_received_bytes(inc.total);
+    lock.lock();
+    if (in->stream) {  // else the sender is gone; bytes already read stay good (the guard was clear)
+      std::lock_guard<std::mutex> w(in->write_mu);
+      ExchangeService::Stream* stream = in->stream;
+      lock.unlock();
+      stream->Write(ack);
+    }
+    if (failed) return std::make_unique<FailedRequest>(*failed);
+    op->done = true;
+    return std::make_unique<RecvRequest>(in, tag, op);
+  }
+
+  // The pid to read `src`'s memory with, or 0 if this rank does not read it.
+  int reader_pid(int src) const {
+    std::lock_guard<std::mutex> names(names_mu);
+    return static_cast<size_t>(src) < cma_from.size() && cma_from[src] ? peer_pid[src] : 0;
   }
 
   // One chunk into the inbox of `src`: its payload is copied straight from gRPC's read slices to
@@ -680,6 +742,12 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     if (c.src_rank != static_cast<uint32_t>(src)) return "chunk from rank " + std::to_string(c.src_rank) + " on rank " + std::to_string(src) + "'s stream";
     if (c.dst_rank != static_cast<uint32_t>(opt.rank)) return "chunk for rank " + std::to_string(c.dst_rank) + " arrived at rank " + std::to_string(opt.rank);
     if (c.total_bytes > kMaxMessageBytes) return "message of " + std::to_string(c.total_bytes) + " bytes is absurd";
+    int pid = 0;
+    if (c.remote) {
+      if (c.offset != 0 || c.size != c.total_bytes) return "a chunk in the sender's memory that is not a whole message";
+      pid = reader_pid(src);
+      if (!pid) return "chunk in the sender's memory, but this rank did not agree to read it";
+    }
     std::lock_guard<std::mutex> lock(in.mu);
     if (c.offset == 0) {
       if (in.current) return "a new message started before the previous one was complete";
@@ -687,6 +755,14 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       inc->tag = c.tag;
       inc->total = c.total_bytes;
       auto it = in.posted.find(c.tag);
+      if (c.remote && (it == in.posted.end() || it->second.empty())) {
+        // Not read until its receive is posted (irecv), straight into that receive's buffer.
+        inc->deferred = true;
+        inc->remote_address = c.remote_address;
+        inc->remote_guard = c.remote_guard;
+        in.unexpected[c.tag].push_back(inc);
+        return "";
+      }
       if (it != in.posted.end() && !it->second.empty()) {
         auto op = it->second.front();
         it->second.pop_front();
@@ -716,12 +792,6 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     char* dst = inc->target ? inc->target->dst + inc->received
                             : !inc->discard ? inc->data.get() + inc->received : nullptr;
     if (c.remote) {
-      int pid = 0;
-      {
-        std::lock_guard<std::mutex> names(names_mu);
-        if (static_cast<size_t>(src) < cma_from.size() && cma_from[src]) pid = peer_pid[src];
-      }
-      if (!pid) return "chunk in the sender's memory, but this rank did not agree to read it";
       std::string why;
       if (dst && !read_remote(pid, c.remote_address, c.size, dst, c.remote_guard, why)) {
         return "cannot read the chunk at offset " + std::to_string(c.offset) + " of a " +
@@ -750,7 +820,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     bool ok = true;
     size_t off = 0;
     do {
-      size_t n = std::min(opt.chunk_bytes, op.bytes - off);
+      // A message in memory is one chunk: it has no payload for gRPC's size limits to apply to.
+      size_t n = op.remote ? op.bytes : std::min(opt.chunk_bytes, op.bytes - off);
       c.tag = op.tag;
       c.offset = off;
       c.total_bytes = op.bytes;
@@ -823,8 +894,13 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     while (out.stream->Read(&a)) {
       std::lock_guard<std::mutex> lock(out.mu);
       if (out.unacked.empty()) continue;
-      auto op = out.unacked.front();
-      out.unacked.pop_front();
+      // Acks come in the order messages are received, which is the order they were sent for each
+      // tag; messages read from memory after a late irecv() make tags overtake each other.
+      auto it = std::find_if(out.unacked.begin(), out.unacked.end(),
+                             [&](const std::shared_ptr<SendOp>& op) { return op->tag == a.tag(); });
+      if (it == out.unacked.end()) continue;
+      auto op = *it;
+      out.unacked.erase(it);
       if (!a.error().empty()) {
         // An eager send already completed; the receiver fails its side and closes the stream,
         // which fails every later operation with it here.
@@ -1137,12 +1213,13 @@ RequestPtr GrpcTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes
   auto op = std::make_shared<RecvOp>();
   op->dst = static_cast<char*>(data);
   op->bytes = bytes;
-  std::lock_guard<std::mutex> lock(in->mu);
+  std::unique_lock<std::mutex> lock(in->mu);
   auto it = in->unexpected.find(tag);
   if (it != in->unexpected.end() && !it->second.empty()) {
     auto inc = it->second.front();
     it->second.pop_front();
     if (it->second.empty()) in->unexpected.erase(it);
+    if (inc->deferred) return m.receive_deferred(peer, *inc, std::move(lock), in, tag, op);
     if (inc->total != bytes) {
       inc->discard = true;
       inc->data.reset();
