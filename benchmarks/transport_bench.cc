@@ -7,11 +7,13 @@
 // each direction, nothing else): the ceiling of any TCP transport, gRPC included, here. The
 // "latency" column is half the round trip of an 8-byte message (ping-pong). The
 // "unix socket" row is the same over a Unix-domain socket with the buffers the grpc transport
-// asks for: the ceiling of its route between co-located ranks. "grpc transport" is the default
-// (co-located ranks over a Unix socket), "grpc over tcp" forces TCP (TESSERA_GRPC_LOCAL=tcp).
+// asks for: the ceiling of its stream route between co-located ranks. "grpc transport" is the
+// default (co-located ranks read large messages from each other's memory, the rest goes over a
+// Unix socket; TESSERA_GRPC_LOCAL=cma), "grpc over unix" keeps every byte on the Unix socket
+// (=unix), "grpc over tcp" forces TCP (=tcp).
 //
 //   mpirun -np 2 build/benchmarks/transport_bench [--bytes N] [--total N] [--window W] [--seconds S]
-//                       [--rows raw,mpi,tcp,unix,grpc,grpc-tcp]   (ratios are vs the first row run)
+//                       [--rows raw,mpi,tcp,unix,grpc,grpc-unix,grpc-tcp]   (ratios are vs the first row run)
 #include <tessera/comms/mpi/transport.h>
 #if defined(TESSERA_WITH_GRPC)
 #include <tessera/comms/grpc/transport.h>
@@ -177,7 +179,7 @@ int main(int argc, char** argv) {
   size_t bytes = 1 << 20, total = 64 << 20;
   int window = 4;
   double seconds = 0.5;
-  std::string want = "raw,mpi,tcp,unix,grpc,grpc-tcp";
+  std::string want = "raw,mpi,tcp,unix,grpc,grpc-unix,grpc-tcp";
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (i + 1 >= argc) {
@@ -299,20 +301,21 @@ int main(int argc, char** argv) {
 #if defined(TESSERA_WITH_GRPC)
   const int unix_buffer = static_cast<int>(grpc::GrpcOptions{}.socket_buffer_bytes);
   if (wanted("unix")) rows.push_back({"unix socket", [&] { return socket_ops(unix_connect_pair(rank, unix_buffer)); }});
-  for (bool unix_local : {true, false}) {
-    if (!wanted(unix_local ? "grpc" : "grpc-tcp")) continue;
-    rows.push_back({unix_local ? "grpc transport" : "grpc over tcp", [&, unix_local] {
+  for (const std::string local : {"cma", "unix", "tcp"}) {
+    if (!wanted((local == "cma" ? std::string("grpc") : "grpc-" + local).c_str())) continue;
+    rows.push_back({local == "cma" ? "grpc transport" : "grpc over " + local, [&, local] {
                       int port = rank == 0 ? grpc::pick_free_port() : 0;
                       MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
                       grpc::GrpcOptions go;
                       go.rank = rank;
                       go.world_size = 2;
                       go.coordinator = "127.0.0.1:" + std::to_string(port);
-                      go.unix_local = unix_local;
+                      go.unix_local = local != "tcp";
+                      go.cma_local = local == "cma";
                       if (const char* c = std::getenv("TESSERA_GRPC_CHUNK_BYTES")) go.chunk_bytes = std::stoull(c);
                       auto t = std::make_shared<grpc::GrpcTransport>(go);
                       const std::string route = t->route(peer);
-                      if (route != (unix_local ? "unix" : "tcp") && rank == 0)
+                      if (route != local && rank == 0)
                         std::fprintf(stderr, "note: the grpc transport reaches its peer over %s\n", route.c_str());
                       return transport_ops(t);
                     }});

@@ -1156,7 +1156,7 @@ int GrpcTransport::size() const { return impl_->opt.world_size; }
 const std::string& GrpcTransport::address() const { return impl_->address; }
 std::string GrpcTransport::peer_name(int peer) const { return impl_->who(peer); }
 double GrpcTransport::alpha() const { return impl_->all_local ? 43e-6 : 51e-6; }
-double GrpcTransport::beta() const { return impl_->all_cma ? 4.0e9 : impl_->all_local ? 2.0e9 : 1.5e9; }
+double GrpcTransport::beta() const { return impl_->all_cma ? 4.3e9 : impl_->all_local ? 2.0e9 : 1.5e9; }
 
 size_t GrpcTransport::segment_bytes() const { return impl_->all_cma ? size_t{4} << 20 : size_t{1} << 20; }
 

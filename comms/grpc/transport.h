@@ -84,7 +84,7 @@ class GrpcTransport : public Transport {
   std::string peer_name(int peer) const override;
   // Measured with benchmarks/transport_bench on the 2-core VM (README): latency 43 us over Unix
   // sockets, 51 us over TCP; per rank with both directions busy, 2.0 GB/s over Unix sockets, 1.5
-  // over TCP, 4.0 when large chunks are read from memory (1 MiB messages). The Unix values apply
+  // over TCP, 4.3 when large messages are read from memory (1 MiB messages). The Unix values apply
   // when the rendezvous says every rank is on this host with a Unix listener, the memory ones
   // when every pair of ranks reads each other (the same answers on every rank, so every rank's
   // cost model picks the same algorithm).

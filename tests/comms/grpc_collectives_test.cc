@@ -92,7 +92,7 @@ TEST(GrpcRoutes, EveryRankSeesTheSameCosts) {
   const int alpha_us = static_cast<int>(g_transport->alpha() * 1e6 + 0.5);
   const int beta_mbs = static_cast<int>(g_transport->beta() / 1e6 + 0.5);
   EXPECT_EQ(alpha_us, any_tcp ? 51 : 43);
-  EXPECT_EQ(beta_mbs, any_tcp ? 1500 : all_cma ? 4000 : 2000);
+  EXPECT_EQ(beta_mbs, any_tcp ? 1500 : all_cma ? 4300 : 2000);
   EXPECT_EQ(sum_over_ranks(alpha_us), alpha_us * g_transport->size());
   EXPECT_EQ(sum_over_ranks(beta_mbs), beta_mbs * g_transport->size());
 }
