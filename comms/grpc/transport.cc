@@ -307,6 +307,8 @@ struct Incoming {
   // read (or acknowledged) until then; irecv() reads it straight into the receive's buffer.
   bool deferred = false;
   uint64_t remote_address = 0, remote_guard = 0;
+  uint64_t seq = 0;                       // Chunk.seq, echoed in the ack
+  std::string refused;                    // non-empty: acknowledged with this error
 };
 
 // Everything received from one source rank. Guarded by mu.
@@ -386,10 +388,30 @@ struct SendOp {
   const char* data = nullptr;
   size_t bytes = 0;
   uint64_t tag = 0;
+  uint64_t seq = 0;     // its number on the stream, given when it is taken for writing
   bool remote = false;  // its chunks went out as addresses: the receiver reads this buffer until the ack
   bool done = false;
   std::optional<Failure> failed;
 };
+
+// A word that outlives its transport: a peer may still read it (wire.h, remote_guard) after this
+// process destroyed the transport, and must not find reused memory there. Kept for the process's
+// lifetime (8 bytes per peer per transport).
+std::atomic<uint64_t>& immortal_word() {
+  static std::mutex mu;
+  static std::deque<std::atomic<uint64_t>> words;  // a deque never moves its elements
+  std::lock_guard<std::mutex> lock(mu);
+  return words.emplace_back(0);
+}
+
+// Marks the sends to a peer given up (see Outbox::given_up) before their buffers may be reused.
+void give_up(std::atomic<uint64_t>& guard) {
+  guard.store(1);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // before any later store to the buffers
+}
+
+struct SendOp;
+extern const SendOp kNotice;  // Outbox::writing while an abort notice is written
 
 struct Outbox {
   std::mutex mu;
@@ -400,10 +422,13 @@ struct Outbox {
   std::string abort_notice;
   // Non-zero once a send whose chunks went out as addresses was given up before its ack: the
   // receiver reads it after every such chunk (wire.h, remote_guard) and then refuses the bytes.
-  std::atomic<uint64_t> given_up{0};
+  std::atomic<uint64_t>& given_up = immortal_word();
   bool stop = false;
   bool writer_done = false, acker_done = false;
-  const SendOp* writing = nullptr;  // the op whose buffer the writer is reading
+  // Who is writing to the stream (one writer at a time): the op whose buffer is being read, or
+  // &kNotice while the writer thread writes an abort notice; null when the stream is idle.
+  const SendOp* writing = nullptr;
+  uint64_t next_seq = 1;            // Chunk.seq of the next message written
   gr::ClientContext ctx;
   std::unique_ptr<gr::internal::RpcMethod> method;
   std::unique_ptr<gr::ClientReaderWriter<WireChunk, Ack>> stream;
@@ -419,6 +444,8 @@ struct Outbox {
     cv.notify_all();
   }
 };
+
+const SendOp kNotice{};
 
 class SendRequest : public Request {
  public:
@@ -437,15 +464,16 @@ class SendRequest : public Request {
           return;
         }
       }
-      // Written as addresses, not acknowledged: the receiver may be reading the buffer. Cancel
-      // the stream so that it reads no more of it (a read already under way that sees the
-      // buffer reused fails its crc32 check).
-      if (op_->remote) {
-        out_->given_up.store(1);
+      // Written as addresses, not acknowledged, not refused: the receiver may be reading the
+      // buffer. Mark it given up (a read under way then refuses what it read) and cancel the
+      // stream so that no more is read. A refused (failed) one is no longer read.
+      if (op_->remote && !op_->failed) {
+        give_up(out_->given_up);
         out_->ctx.TryCancel();
       }
       return;
     }
+    if (op_->remote) give_up(out_->given_up);  // its descriptor may already be with the receiver
     out_->ctx.TryCancel();
     out_->cv.wait(lock, [&] { return out_->writing != op_.get(); });
   }
@@ -545,7 +573,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
 
   // Coordinator.Hello: wait until every rank has said hello, then tell everyone everything.
   gr::Status Hello(gr::ServerContext* ctx, const proto::HelloRequest* req, proto::HelloReply* reply) override {
-    if (req->protocol_version() != 0 && req->protocol_version() != kProtocolVersion) {
+    if (req->protocol_version() != kProtocolVersion) {
       return {gr::StatusCode::FAILED_PRECONDITION,
               "protocol version " + std::to_string(req->protocol_version()) + ", coordinator speaks " +
                   std::to_string(kProtocolVersion)};
@@ -635,8 +663,16 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       }
       Inbox& in = *inboxes[src];
       if (!c.abort_reason.empty()) {
-        std::lock_guard<std::mutex> lock(in.mu);
-        in.fail_all({FailKind::remote, who(src) + " aborted: " + c.abort_reason});
+        const Failure f{FailKind::remote, who(src) + " aborted: " + c.abort_reason};
+        {
+          std::lock_guard<std::mutex> lock(in.mu);
+          in.fail_all(f);
+        }
+        // Nothing sent to it will be received either (messages waiting for its receives are
+        // never read): fail those sends now rather than at their deadlines.
+        Outbox& out = *outboxes[src];
+        std::lock_guard<std::mutex> lock(out.mu);
+        out.fail_all(f);
         break;
       }
       std::shared_ptr<Incoming> whole;
@@ -644,6 +680,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       if (!error.empty()) {
         Ack nack;
         nack.set_tag(c.tag);
+        nack.set_seq(c.seq);
         nack.set_error(error);
         std::lock_guard<std::mutex> w(in.write_mu);
         stream->Write(nack);
@@ -668,7 +705,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         if (eager) complete();
         Ack ack;
         ack.set_tag(c.tag);
-        ack.set_received_bytes(c.total_bytes);
+        ack.set_seq(whole->seq);
+        if (whole->refused.empty()) ack.set_received_bytes(c.total_bytes);
+        else ack.set_error(whole->refused);
         bool ok;
         {
           std::lock_guard<std::mutex> w(in.write_mu);
@@ -714,6 +753,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     }
     Ack ack;
     ack.set_tag(tag);
+    ack.set_seq(inc.seq);
     if (failed) ack.set_error(failed->message);
     else ack.set_received_bytes(inc.total);
     lock.lock();
@@ -735,7 +775,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   }
 
   // One chunk into the inbox of `src`: its payload is copied straight from gRPC's read slices to
-  // the bound receive's buffer (or held for a receive not yet posted) while its crc32 is computed.
+  // the bound receive's buffer (or held for a receive not yet posted) while its crc32 is computed;
+  // a chunk in the sender's memory is copied from there into the bound receive's buffer, or, with
+  // no receive posted, left there for irecv() (Incoming::deferred). The copy runs under in.mu.
   // Returns "" or what is wrong with it; `whole` gets the message this chunk completed (the caller
   // acknowledges it, then completes its receive).
   std::string accept(int src, Inbox& in, const WireChunk& c, std::shared_ptr<Incoming>& whole) {
@@ -754,6 +796,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       auto inc = std::make_shared<Incoming>();
       inc->tag = c.tag;
       inc->total = c.total_bytes;
+      inc->seq = c.seq;
       auto it = in.posted.find(c.tag);
       if (c.remote && (it == in.posted.end() || it->second.empty())) {
         // Not read until its receive is posted (irecv), straight into that receive's buffer.
@@ -771,6 +814,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
           op->failed = Failure{FailKind::remote, "message size mismatch: " + who(src) + " sent " +
                                                      std::to_string(inc->total) + " bytes, the receiver expected " +
                                                      std::to_string(op->bytes)};
+          inc->refused = op->failed->message;  // the sender's send fails too
           inc->discard = true;
           in.cv.notify_all();
         } else {
@@ -817,6 +861,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     c.dst_rank = static_cast<uint32_t>(peer);
     c.copy = op.bytes <= kEagerBytes;
     c.remote = op.remote;
+    c.seq = op.seq;
     bool ok = true;
     size_t off = 0;
     do {
@@ -868,8 +913,12 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
           a.dst_rank = static_cast<uint32_t>(peer);
           a.abort_reason = out.abort_notice;
           out.abort_notice.clear();
+          out.writing = &kNotice;  // isend() must not write beside it
           lock.unlock();
           out.stream->Write(a);
+          lock.lock();
+          out.writing = nullptr;
+          out.cv.notify_all();
           continue;
         }
         if (out.dead || (out.stop && out.queue.empty())) break;
@@ -879,6 +928,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
         out.unacked.push_back(op);
         out.writing = op.get();
         op->remote = remote_send(peer, op->bytes);
+        op->seq = out.next_seq++;
       }
       if (!written(peer, out, *op, write_chunks(peer, out, *op))) break;
     }
@@ -894,16 +944,17 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     while (out.stream->Read(&a)) {
       std::lock_guard<std::mutex> lock(out.mu);
       if (out.unacked.empty()) continue;
-      // Acks come in the order messages are received, which is the order they were sent for each
-      // tag; messages read from memory after a late irecv() make tags overtake each other.
+      // Acks name their message (seq): a message read from memory after a late irecv() is
+      // acknowledged after the ones behind it.
       auto it = std::find_if(out.unacked.begin(), out.unacked.end(),
-                             [&](const std::shared_ptr<SendOp>& op) { return op->tag == a.tag(); });
+                             [&](const std::shared_ptr<SendOp>& op) { return op->seq == a.seq(); });
       if (it == out.unacked.end()) continue;
       auto op = *it;
       out.unacked.erase(it);
       if (!a.error().empty()) {
-        // An eager send already completed; the receiver fails its side and closes the stream,
-        // which fails every later operation with it here.
+        // Refused: a chunk the receiver could not take (it then closes the stream, which fails
+        // every later operation here too) or a message of the wrong size for its receive (only
+        // this one). An eager send that already completed stays completed.
         if (!op->done) op->failed = Failure{FailKind::remote, who(peer) + " rejected a message: " + a.error()};
       } else {
         op->done = true;
@@ -1043,7 +1094,8 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     for (int p = 0; p < o.world_size; ++p) {
       bool readable = false;
       if (offer_cma && p != o.rank && reply.pids_size() == o.world_size && reply.probe_addresses_size() == o.world_size &&
-          reply.probe_nonces_size() == o.world_size && reply.pids(p) != 0 && reply.host_ids(p) == host) {
+          reply.probe_nonces_size() == o.world_size && reply.host_ids_size() == o.world_size && reply.pids(p) != 0 &&
+          reply.host_ids(p) == host) {
         uint64_t word = 0;
         iovec local{&word, sizeof word};
         iovec remote{reinterpret_cast<void*>(static_cast<uintptr_t>(reply.probe_addresses(p))), sizeof word};
@@ -1189,6 +1241,7 @@ RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t
     if (out->dead) return std::make_unique<FailedRequest>(*out->dead);
     if (m.remote_send(peer, bytes) && out->queue.empty() && !out->writing && !out->stop && out->abort_notice.empty()) {
       op->remote = true;
+      op->seq = out->next_seq++;
       out->unacked.push_back(op);  // before the first byte goes out: the ack may beat us back
       out->writing = op.get();
       write_here = true;

@@ -8,8 +8,10 @@
 //
 // Wire: one client stream (Exchange) per ordered pair of ranks carries that sender's messages
 // in posting order, each as chunks of at most chunk_bytes with a zlib crc32 per chunk; the
-// receiver acknowledges every whole message on the same stream. A send of more than 256 KiB
-// completes when its acknowledgement arrives, i.e. when the receiver holds the whole message;
+// receiver acknowledges every whole message on the same stream (naming it by its number, so a
+// message of the wrong size for its receive is refused and its send fails too). A send of more
+// than 256 KiB completes when its acknowledgement arrives, i.e. when the receiver holds the whole
+// message (a message that arrives before its receive is posted is held in a buffer);
 // a smaller one is copied into gRPC's buffers and completes once gRPC has it (eager, as MPI
 // sends small messages), which saves a round trip per step of a small collective. So, as with
 // MPI, a rank can finish a collective before its peers have received its last small messages:
@@ -22,23 +24,30 @@
 // instead: the same gRPC service and HTTP/2 stream over a cheaper kernel path (about half the
 // kernel CPU per byte of TCP loopback), with socket buffers of socket_buffer_bytes. Every other
 // peer, and every peer when unix_local is false (env TESSERA_GRPC_LOCAL=tcp), is reached by TCP.
-// Co-located ranks go one step further by default (cma_local, TESSERA_GRPC_LOCAL=cma): a chunk of
-// a message above 256 KiB travels as its address in the sender's memory, and the receiver copies
-// it from there with process_vm_readv(2) (one copy instead of three, as OpenMPI's shared-memory
-// transport does between ranks of a node); its crc32, header, ordering, acknowledgement and
-// failure handling are those of the stream, which still carries every small message. Each rank
-// first proves it can read each peer (a probe word, read at rendezvous; a second coordinator
-// round tells every sender which receivers can read it), so a container or kernel that forbids
-// it just leaves those peers on the Unix socket. Offering CMA calls prctl(PR_SET_PTRACER_ANY),
-// as OpenMPI does, so that Yama (ptrace_scope 1) lets same-user peers read this process.
-// A send completes on the receiver's ack, so its buffer is never read after it completes; a
-// send abandoned before that (its request destroyed on an error path) cancels the stream, and a
-// read that raced with the buffer's reuse fails its crc32 check.
+// Co-located ranks go one step further by default (cma_local, TESSERA_GRPC_LOCAL=cma): a message
+// above 256 KiB travels as one chunk carrying only its address in the sender's memory, and the
+// receiver copies it from there with process_vm_readv(2) (one copy instead of three, as OpenMPI's
+// shared-memory transport does between ranks of a node) straight into the receive's buffer: at
+// once if the receive is posted, else when irecv() posts it (irecv() then does the copy and
+// writes the ack itself). Header, ordering, acknowledgement and failure handling stay on the
+// stream, which still carries every small message; such chunks have no crc32 (no wire). Each
+// rank first proves it can read each peer (a probe word, read at rendezvous; a second
+// coordinator round tells every sender which receivers can read it), so a container or kernel
+// that forbids it just leaves those pairs on the socket. Offering CMA calls
+// prctl(PR_SET_PTRACER_ANY), as OpenMPI does, so that Yama (ptrace_scope 1) lets same-user peers
+// read this process. On this route a large send is a rendezvous, as MPI's large messages are:
+// it completes once the receiver has posted its receive and copied the bytes, so a rank that
+// waits for such a send before posting the receive its peer waits for deadlocks (until the
+// deadline) where a socket route would have buffered. A send completes on the receiver's ack, so
+// its buffer is never read after it completes; a send given up before that (its request
+// destroyed on an error path) sets a guard word in the sender that every read checks after
+// copying, and cancels the stream, so a read that raced with the buffer's reuse is refused.
 //
 // Failure: a peer whose process exits closes its connections: operations with it fail with
 // NetworkError naming it. A peer that hangs makes waits time out. A chunk whose checksum,
 // sender, offset or size is wrong fails the receive with RemoteError. abort() sends a notice
-// to every peer (their operations with this rank fail with RemoteError quoting the reason).
+// to every peer (their operations with this rank, sends and receives, fail with RemoteError
+// quoting the reason).
 // The constructor's rendezvous has its own deadline (connect_timeout).
 #pragma once
 
@@ -96,9 +105,10 @@ class GrpcTransport : public Transport {
   size_t segment_bytes() const override;
 
   const std::string& address() const;  // where this rank's Interconnect service listens
-  // How this rank's messages reach `peer`: "cma" (co-located; the peer reads large chunks from
-  // this process's memory, everything else over the Unix socket), "unix" (co-located, every byte
-  // over a Unix-domain socket), "tcp", or "self".
+  // How this rank's messages reach `peer`: "cma" (co-located; the peer reads large messages from
+  // this process's memory, everything else goes over the stream: a Unix socket, or TCP if that
+  // connection could not be made), "unix" (co-located, every byte over a Unix-domain socket),
+  // "tcp", or "self".
   std::string route(int peer) const;
 
   struct Impl;

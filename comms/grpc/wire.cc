@@ -17,7 +17,7 @@ namespace {
 enum WireType : uint32_t { kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5 };
 enum Field : uint32_t {
   kSrc = 1, kDst = 2, kTag = 3, kOffset = 4, kTotal = 5, kPayload = 6, kCrc = 7, kAbort = 8,
-  kRemoteAddress = 9, kRemoteBytes = 10, kRemoteGuard = 11
+  kRemoteAddress = 9, kRemoteBytes = 10, kRemoteGuard = 11, kSeq = 12
 };
 
 void put_varint(std::string& s, uint64_t v) {
@@ -35,7 +35,7 @@ std::string encode_header(const WireChunk& c) {
   std::string h;
   h.reserve(64 + c.abort_reason.size());
   for (auto [f, v] : {std::pair{kSrc, uint64_t{c.src_rank}}, {kDst, uint64_t{c.dst_rank}}, {kTag, c.tag},
-                      {kOffset, c.offset}, {kTotal, c.total_bytes}}) {
+                      {kOffset, c.offset}, {kTotal, c.total_bytes}, {kSeq, c.seq}}) {
     if (v == 0) continue;  // proto3 leaves zero scalars out
     put_key(h, f, kVarint);
     put_varint(h, v);
@@ -157,6 +157,7 @@ std::string parse(WireChunk& c) {
         else if (field == kOffset) c.offset = v;
         else if (field == kTotal) c.total_bytes = v;
         else if (field == kRemoteBytes) remote_bytes = v, remote_bytes_seen = true;
+        else if (field == kSeq) c.seq = v;
         break;
       case kFixed64:
         if (!in.fixed(v, 8)) return "truncated 64-bit field " + std::to_string(field);

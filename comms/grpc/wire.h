@@ -42,7 +42,7 @@
 namespace tessera::comms::grpc {
 
 struct WireChunk {
-  // proto::Chunk's fields (numbers 1-5, 7, 8; the payload is field 6).
+  // proto::Chunk's fields (numbers 1-5, 7, 8, 9-12; the payload is field 6).
   uint32_t src_rank = 0;
   uint32_t dst_rank = 0;
   uint64_t tag = 0;
@@ -61,6 +61,7 @@ struct WireChunk {
   bool remote = false;
   uint64_t remote_address = 0;
   uint64_t remote_guard = 0;  // 0: none
+  uint64_t seq = 0;           // the message's number on its stream (field 12)
   std::vector<::grpc::Slice> slices;
   size_t first_slice = 0;
   size_t first_offset = 0;

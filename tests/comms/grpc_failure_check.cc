@@ -1,6 +1,8 @@
 // Failure behaviour over the grpc transport; started by run_ranks.sh with --victim 1:
 //   exit: rank 1 exits mid-collective;  hang: rank 1 sleeps past the deadline;
 //   stop: rank 1 freezes (SIGSTOP: no thread of it runs, its sockets stay open).
+//   abort: rank 1 calls abort() while the others' large sends to it wait for their receives
+//          (never posted): those sends must fail at once with the abort's reason, not time out.
 // A second argument "large" makes the messages large (see below).
 // Every other rank must fail its all-reduce with a CommError naming the operation and a peer
 // within the deadline (1 s) plus a margin; it prints "PASS rank R: ..." or "FAIL rank R: ...".
@@ -65,6 +67,10 @@ int main(int argc, char** argv) {
       _exit(3);
     }
     if (mode == "stop") raise(SIGSTOP);
+    if (mode == "abort") {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the others' sends arrive
+      t->abort("failure check abort");
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(4000));
     _exit(0);
   }
@@ -72,11 +78,19 @@ int main(int argc, char** argv) {
   std::string verdict;
   try {
     allreduce(comm.world(), barrier);
+    if (mode == "abort") {
+      t0 = std::chrono::steady_clock::now();
+      if (!t->isend(1, 77, v.data(), v.size() * sizeof(float))->wait(deadline_after(std::chrono::milliseconds(1000))))
+        throw TimeoutError("abort: the send to rank 1 timed out instead of failing");
+      throw CommError("abort: the send to rank 1 completed");
+    }
     for (int i = 0; i < 100000; ++i) allreduce(comm.world(), o);
     verdict = "FAIL rank " + std::to_string(comm.rank()) + ": no error";
   } catch (const CommError& e) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bool ok = std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 2.5;
+    bool ok = mode == "abort" ? dynamic_cast<const RemoteError*>(&e) && std::strstr(e.what(), "failure check abort") &&
+                                    std::strstr(e.what(), "rank 1") && s < 0.9
+                              : std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 2.5;
     char buf[48];
     std::snprintf(buf, sizeof buf, " after %.2f s: ", s);
     const char* kind = dynamic_cast<const TimeoutError*>(&e)   ? "TimeoutError"
