@@ -177,7 +177,9 @@ TEST(GrpcTransport, LateReceiveOfALargeMessage) {
     auto data = numbered(n, 7);
     auto send = g_transport->isend(1, 2001, data.data(), n * sizeof(uint32_t));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 1 posts after 600 ms
-    if (in_memory) EXPECT_FALSE(send->test()) << "completed before its receive was posted";
+    if (in_memory) {
+      EXPECT_FALSE(send->test()) << "completed before its receive was posted";
+    }
     ASSERT_TRUE(send->wait(deadline()));
   } else {
     std::this_thread::sleep_for(std::chrono::milliseconds(600));
@@ -223,7 +225,9 @@ TEST(GrpcTransport, SameTagLargeThenSmall) {
     auto sb = g_transport->isend(1, 5001, b.data(), small * sizeof(uint32_t));
     ASSERT_TRUE(sb->wait(deadline()));  // eager: complete once gRPC has it
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // rank 1 posts after 400 ms
-    if (in_memory) EXPECT_FALSE(sa->test()) << "the small message's ack completed the large send";
+    if (in_memory) {
+      EXPECT_FALSE(sa->test()) << "the small message's ack completed the large send";
+    }
     ASSERT_TRUE(sa->wait(deadline()));
   } else {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
