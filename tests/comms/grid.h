@@ -296,14 +296,18 @@ inline std::vector<Case> grid(bool big, bool with_e5m2 = true) {
     }
   }
   if (big) {
+    // 64 KiB segments (many messages, each small enough to be sent eagerly) and 1 MiB ones
+    // (messages above 256 KiB: over grpc between co-located ranks, read from the sender's memory).
     for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d}) {
       for (bool ip : {false, true}) {
-        Case k;
-        k.count = size_t{1} << 20;
-        k.algorithm = a;
-        k.in_place = ip;
-        k.chunk_bytes = 64 << 10;
-        out.push_back(k);
+        for (size_t seg : {size_t{64} << 10, size_t{1} << 20}) {
+          Case k;
+          k.count = size_t{1} << 20;
+          k.algorithm = a;
+          k.in_place = ip;
+          k.chunk_bytes = seg;
+          out.push_back(k);
+        }
       }
     }
     Case k;
