@@ -19,7 +19,6 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1060,17 +1059,20 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     req.set_probe_nonce(m.probe_word);
   }
   proto::HelloReply reply;
-  gr::Status st = coord->Hello(&hctx, req, &reply);
-  if (!st.ok()) {
-    std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous at coordinator " +
-                      o.coordinator + " failed: " + st.error_message() + " (after at most " +
+  // A failed round of the rendezvous: stop serving, then TimeoutError (no answer in time) or
+  // RemoteError (the coordinator said no, or said something absurd).
+  auto rendezvous_failed = [&](const std::string& round, const gr::Status& st, const std::string& why) {
+    std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous (" + round +
+                      ") at coordinator " + o.coordinator + " failed: " + why + " (after at most " +
                       std::to_string(o.connect_timeout.count()) + " ms)";
     if (m.local) m.local->stop();
     m.server->Shutdown(std::chrono::system_clock::now());
     if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
       throw TimeoutError(msg);
     throw RemoteError(msg);
-  }
+  };
+  gr::Status st = coord->Hello(&hctx, req, &reply);
+  if (!st.ok()) rendezvous_failed("hello", st, st.error_message());
   TESSERA_CHECK_AS(RemoteError, reply.addresses_size() == o.world_size, "grpc transport: the coordinator sent ",
                    reply.addresses_size(), " addresses for a world of ", o.world_size);
   {
@@ -1097,13 +1099,13 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
           reply.probe_nonces_size() == o.world_size && reply.host_ids_size() == o.world_size && reply.pids(p) != 0 &&
           reply.host_ids(p) == host) {
         uint64_t word = 0;
-        iovec local{&word, sizeof word};
-        iovec remote{reinterpret_cast<void*>(static_cast<uintptr_t>(reply.probe_addresses(p))), sizeof word};
-        const ssize_t got = ::process_vm_readv(static_cast<pid_t>(reply.pids(p)), &local, 1, &remote, 1, 0);
-        readable = got == static_cast<ssize_t>(sizeof word) && word == reply.probe_nonces(p);
+        std::string why;
+        readable = read_remote(static_cast<int>(reply.pids(p)), reply.probe_addresses(p), sizeof word,
+                               reinterpret_cast<char*>(&word), 0, why) &&
+                   word == reply.probe_nonces(p);
         if (!readable)
           log::get("comms")->warn("grpc: rank {} cannot read rank {}'s memory ({}); its large messages come over the socket",
-                                  o.rank, p, got < 0 ? std::strerror(errno) : "wrong probe word: another pid namespace?");
+                                  o.rank, p, why.empty() ? "wrong probe word: another pid namespace?" : why);
         m.peer_pid[p] = readable ? static_cast<int>(reply.pids(p)) : 0;
       }
       m.cma_from[p] = readable;
@@ -1115,16 +1117,9 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   rctx.set_deadline(std::chrono::system_clock::now() + o.connect_timeout);
   rctx.set_wait_for_ready(true);
   st = coord->Routes(&rctx, rreq, &routes);
-  if (!st.ok() || routes.reads_size() != o.world_size * o.world_size) {
-    std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous (routes) at coordinator " +
-                      o.coordinator + " failed: " +
-                      (st.ok() ? "a reply of " + std::to_string(routes.reads_size()) + " entries" : st.error_message());
-    if (m.local) m.local->stop();
-    m.server->Shutdown(std::chrono::system_clock::now());
-    if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
-      throw TimeoutError(msg);
-    throw RemoteError(msg);
-  }
+  if (!st.ok()) rendezvous_failed("routes", st, st.error_message());
+  if (routes.reads_size() != o.world_size * o.world_size)
+    rendezvous_failed("routes", st, "a reply of " + std::to_string(routes.reads_size()) + " entries");
   m.all_cma = o.world_size > 1;
   for (int a = 0; a < o.world_size; ++a)
     for (int b = 0; b < o.world_size; ++b)
