@@ -28,7 +28,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <cstddef>
@@ -61,13 +60,6 @@ constexpr int kFraming = 64 << 10;                         // proto fields aroun
 // when gRPC has them (the receiver's ack still arrives, and is then only counted). Larger ones
 // are sent from the caller's buffer and complete on the ack.
 constexpr size_t kEagerBytes = 256 << 10;
-
-// Names the calling thread "<what><peer>" (top, perf and gdb show it; Linux keeps 15 chars).
-void name_thread(const char* what, int peer) {
-  char name[16];
-  std::snprintf(name, sizeof name, "%s%d", what, peer);
-  ::pthread_setname_np(::pthread_self(), name);
-}
 
 uint32_t crc32_of(const void* data, size_t n) { return crc32_update(0, data, n); }
 
@@ -275,21 +267,26 @@ int pick_free_port() {
   return ntohs(a.sin_port);
 }
 
-// Serves Interconnect.Exchange with WireChunk messages (what the generated service would do with
-// proto::Chunk; gRPC's own handler classes, as generated code uses them).
+// Interconnect.Exchange with WireChunk messages (what the generated service would do with
+// proto::Chunk), served asynchronously: its streams are driven by the transport's progress thread
+// (see GrpcTransport::Impl::progress).
 class ExchangeService : public gr::Service {
  public:
-  using Stream = gr::ServerReaderWriter<Ack, WireChunk>;
-  using Fn = std::function<gr::Status(gr::ServerContext*, Stream*)>;
-  explicit ExchangeService(Fn fn) : fn_(std::move(fn)) {
-    AddMethod(new gr::internal::RpcServiceMethod(
-        kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING,
-        new gr::internal::BidiStreamingHandler<ExchangeService, WireChunk, Ack>(
-            [](ExchangeService* s, gr::ServerContext* ctx, Stream* st) { return s->fn_(ctx, st); }, this)));
+  using Stream = gr::ServerAsyncReaderWriter<Ack, WireChunk>;
+  ExchangeService() {
+    AddMethod(new gr::internal::RpcServiceMethod(kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING, nullptr));
+    MarkMethodAsync(0);
   }
+  // Asks for the next incoming stream; `tag` completes on cq when one arrives.
+  void request(gr::ServerContext* ctx, Stream* stream, gr::ServerCompletionQueue* cq, void* tag) {
+    RequestAsyncBidiStreaming(0, ctx, stream, cq, cq, tag);
+  }
+};
 
- private:
-  Fn fn_;
+// A completion-queue tag: what to do when its operation completes (ok: it succeeded). One per
+// kind of operation on a stream; gRPC allows one of each in flight, so each is reused.
+struct Tag {
+  std::function<void(bool)> on;
 };
 
 // ---- receive side ----------------------------------------------------------------------------
@@ -328,12 +325,9 @@ struct Inbox {
   std::map<uint64_t, std::deque<std::shared_ptr<Incoming>>> unexpected;
   std::shared_ptr<Incoming> current;
   std::optional<Failure> dead;
-  // The sender's stream as its handler serves it (null before and after), so that irecv() can
-  // acknowledge a deferred message. Every Write on it holds write_mu (taken after mu, never the
-  // other way round); the handler takes write_mu once after clearing `stream`, so a Write that
-  // began before is over when it returns.
-  ExchangeService::Stream* stream = nullptr;
-  std::mutex write_mu;
+  // The sender's stream while it is served (null before and after), so that irecv() can
+  // acknowledge a deferred message on it.
+  struct ServerCall* call = nullptr;
 
   void fail_all(const Failure& f) {
     if (!dead) dead = f;
@@ -348,6 +342,30 @@ struct Inbox {
     current.reset();
     cv.notify_all();
   }
+};
+
+// One accepted Exchange stream: the chunks of one sender, read one at a time, and the acks
+// written back on it, one at a time, in order. Lives until the transport is destroyed.
+struct ServerCall {
+  gr::ServerContext ctx;
+  ExchangeService::Stream stream{&ctx};
+  WireChunk chunk;  // the Read in flight lands here
+  int src = -1;     // the sender, from its first chunk
+  bool started = false;  // accepted (a call exists to cancel); guarded by Impl::calls_mu
+  Tag accepted, read, wrote, finished;
+  // An ack to write; once written, the receive it completes (a large message's, or a deferred
+  // one's that irecv() read) is completed.
+  struct Pending {
+    Ack ack;
+    std::shared_ptr<Incoming> whole;
+    std::shared_ptr<RecvOp> op;
+  };
+  std::mutex mu;  // the write side below; taken after Inbox::mu, never the other way round
+  std::deque<Pending> acks;  // front: being written while `writing`
+  bool writing = false;
+  bool closing = false;      // no more reads: Finish once the acks are written
+  bool finish_sent = false;
+  gr::Status status;         // what Finish reports
 };
 
 class RecvRequest : public Request {
@@ -432,16 +450,25 @@ struct Outbox {
   // Non-zero once a send whose chunks went out as addresses was given up before its ack: the
   // receiver reads it after every such chunk (wire.h, remote_guard) and then refuses the bytes.
   std::atomic<uint64_t>& given_up = immortal_word();
-  bool stop = false;
-  bool writer_done = false, acker_done = false;
-  // Who is writing to the stream (one writer at a time): the op whose buffer is being read, or
-  // &kNotice while the writer thread writes an abort notice; null when the stream is idle.
+  bool stop = false;           // the transport is being destroyed: close once the queue is written
+  bool started = false;        // the stream is open (StartCall completed)
+  bool writes_done = false;    // WritesDone sent (or the stream is broken): nothing more is written
+  bool read_done = false;      // the ack stream ended
+  bool opened = false;         // the stream was created
+  bool finished = false;       // Finish completed: nothing of this stream is in flight
+  // Who is writing to the stream (one write in flight at a time): the op whose chunks are being
+  // written (`current`, `off` bytes of it done, a chunk of `chunk_len` in flight), or &kNotice
+  // while an abort notice is; null when the stream is idle.
   const SendOp* writing = nullptr;
+  std::shared_ptr<SendOp> current;
+  size_t off = 0, chunk_len = 0;
   uint64_t next_seq = 1;            // Chunk.seq of the next message written
   gr::ClientContext ctx;
   std::unique_ptr<gr::internal::RpcMethod> method;
-  std::unique_ptr<gr::ClientReaderWriter<WireChunk, Ack>> stream;
-  std::thread writer, acker;
+  std::unique_ptr<gr::ClientAsyncReaderWriter<WireChunk, Ack>> stream;
+  Ack ack;                          // the Read in flight lands here
+  gr::Status status;
+  Tag on_start, on_write, on_read, on_writes_done, on_finish;
 
   void fail_all(const Failure& f) {
     if (!dead) dead = f;
@@ -462,7 +489,7 @@ class SendRequest : public Request {
   ~SendRequest() override {
     // A send still queued is withdrawn. One being written reads the caller's buffer, which is
     // about to go away: cancel the stream (only error paths get here; the transport is then
-    // unusable anyway) and wait for the writer to let go of it.
+    // unusable anyway) and wait until gRPC has let go of it (its write completes, failed).
     std::unique_lock<std::mutex> lock(out_->mu);
     // Acknowledged: every chunk was serialized and received; the buffer is no longer read.
     if (op_->done) return;
@@ -538,6 +565,14 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   std::vector<char> cma_to, cma_from;
   std::vector<int> peer_pid;
   volatile uint64_t probe_word = 0;       // peers read it to prove they can read this process
+  // The progress thread's completion queue (see progress()) and the streams it serves.
+  std::unique_ptr<gr::ServerCompletionQueue> cq;
+  std::thread progress_thread;
+  std::mutex calls_mu;
+  std::condition_variable calls_cv;
+  bool serving = true;
+  int live = 0;  // streams (and requests for one) not yet over; the queue shuts down at 0
+  std::vector<std::unique_ptr<ServerCall>> calls;
   bool all_cma = false;                   // every pair of ranks both ways (for alpha/beta)
   // Every rank on this host with a Unix listener, as the rendezvous reply (the same on every
   // rank) says: alpha()/beta() use it, so every rank's cost model picks the same algorithm.
@@ -650,102 +685,190 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     return gr::Status::OK;
   }
 
-  // Interconnect.Exchange: the chunks of one sender, in order; one ack per whole message.
-  gr::Status Exchange(gr::ServerContext* ctx, ExchangeService::Stream* stream) {
-    WireChunk c;
-    int src = -1;
-    std::string error;
-    while (stream->Read(&c)) {
-      if (!c.malformed.empty()) {
-        error = "a message that is not a chunk (" + c.malformed + ")";
-        break;
+  // ---- the progress thread: every Exchange stream, both directions --------------------------
+  //
+  // Every stream operation is asynchronous on one completion queue, and one thread (this one)
+  // takes their completions: a chunk read, an ack written or read, a stream opened or closed.
+  // With gRPC's synchronous API each blocking Read or Write needed its own thread, and gRPC
+  // handed every socket event from whichever thread polled to the one waiting (about eight
+  // context switches per message, measured with perf sched on 4 ranks); here the thread that
+  // polls is the one that acts, and application threads are woken only for their own requests.
+  // Writes are started by whoever has something to write (isend(), irecv(), or this thread when a
+  // write completes); only completions come here.
+  void progress() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->on(ok);
+  }
+
+  // Asks gRPC for the next incoming Exchange stream (one is always asked for while serving).
+  void accept_next() {
+    std::lock_guard<std::mutex> lock(calls_mu);
+    if (!serving) return;
+    calls.push_back(std::make_unique<ServerCall>());
+    ServerCall* call = calls.back().get();
+    ++live;
+    call->accepted.on = [this, call](bool ok) {
+      if (!ok) return stream_over();  // the server is shutting down
+      {
+        std::lock_guard<std::mutex> lock(calls_mu);
+        call->started = true;
       }
-      if (src < 0) {
-        if (c.src_rank >= static_cast<uint32_t>(opt.world_size)) {
-          error = "a chunk names sender rank " + std::to_string(c.src_rank) + ", outside the world of " +
-                  std::to_string(opt.world_size);
-          break;
-        }
-        src = static_cast<int>(c.src_rank);
-        std::lock_guard<std::mutex> lock(inboxes[src]->mu);
-        inboxes[src]->stream = stream;
+      accept_next();
+      call->stream.Read(&call->chunk, &call->read);
+    };
+    call->read.on = [this, call](bool ok) { on_chunk(*call, ok); };
+    call->wrote.on = [this, call](bool ok) { on_ack_written(*call, ok); };
+    call->finished.on = [this](bool) { stream_over(); };
+    exchange->request(&call->ctx, &call->stream, cq.get(), &call->accepted);
+  }
+
+  void stream_over() {
+    std::lock_guard<std::mutex> lock(calls_mu);
+    --live;
+    calls_cv.notify_all();
+  }
+
+  // A chunk read from a sender's stream (ok false: the stream ended).
+  void on_chunk(ServerCall& call, bool ok) {
+    if (!ok) return end_stream(call, "");
+    WireChunk& c = call.chunk;
+    if (!c.malformed.empty()) return end_stream(call, "a message that is not a chunk (" + c.malformed + ")");
+    if (call.src < 0) {
+      if (c.src_rank >= static_cast<uint32_t>(opt.world_size)) {
+        return end_stream(call, "a chunk names sender rank " + std::to_string(c.src_rank) +
+                                    ", outside the world of " + std::to_string(opt.world_size));
       }
-      Inbox& in = *inboxes[src];
-      if (!c.abort_reason.empty()) {
-        const Failure f{FailKind::remote, who(src) + " aborted: " + c.abort_reason};
-        {
-          std::lock_guard<std::mutex> lock(in.mu);
-          in.fail_all(f);
-        }
-        // Nothing sent to it will be received either (messages waiting for its receives are
-        // never read): fail those sends now rather than at their deadlines.
+      call.src = static_cast<int>(c.src_rank);
+      std::lock_guard<std::mutex> lock(inboxes[call.src]->mu);
+      inboxes[call.src]->call = &call;
+    }
+    const int src = call.src;
+    Inbox& in = *inboxes[src];
+    if (!c.abort_reason.empty()) {
+      const Failure f{FailKind::remote, who(src) + " aborted: " + c.abort_reason};
+      {
+        std::lock_guard<std::mutex> lock(in.mu);
+        in.fail_all(f);
+      }
+      // Nothing sent to it will be received either (messages waiting for its receives are
+      // never read): fail those sends now rather than at their deadlines.
+      {
         Outbox& out = *outboxes[src];
         std::lock_guard<std::mutex> lock(out.mu);
         out.fail_all(f);
-        break;
       }
-      std::shared_ptr<Incoming> whole;
-      error = accept(src, in, c, whole);
+      return end_stream(call, "");
+    }
+    std::shared_ptr<Incoming> whole;
+    std::string error = accept(src, in, c, whole);
+    if (!error.empty()) {
+      ServerCall::Pending nack;
+      nack.ack.set_tag(c.tag);
+      nack.ack.set_seq(c.seq);
+      nack.ack.set_error(error);
+      queue_ack(call, std::move(nack));
+      return end_stream(call, error);
+    }
+    if (whole) {
+      // The sender of a large message waits for its ack: its receive completes once the ack is
+      // written, so a receiver that finishes its collective and then stops or dies never leaves
+      // the sender waiting for an ack it did not write. An eager (small) send completed when it
+      // was written: complete the receive at once, ack after.
+      ServerCall::Pending p;
+      p.ack.set_tag(c.tag);
+      p.ack.set_seq(whole->seq);
+      if (whole->refused.empty()) p.ack.set_received_bytes(c.total_bytes);
+      else p.ack.set_error(whole->refused);
+      if (whole->total <= kEagerBytes) complete_received(in, ServerCall::Pending{{}, whole, nullptr});
+      else p.whole = whole;
+      queue_ack(call, std::move(p));
+    }
+    call.chunk = WireChunk{};  // drop the read slices before the next read
+    call.stream.Read(&call.chunk, &call.read);
+  }
+
+  // Completes what an ack (written, or never to be written) was for.
+  void complete_received(Inbox& in, const ServerCall::Pending& p) {
+    std::lock_guard<std::mutex> lock(in.mu);
+    if (p.whole) {
+      p.whole->acked = true;
+      if (p.whole->target) {
+        p.whole->target->done = true;
+        p.whole->target->bound = nullptr;
+        p.whole->target.reset();
+      }
+    }
+    if (p.op && !p.op->failed) p.op->done = true;
+    in.cv.notify_all();
+  }
+
+  // Writes an ack on `call` (after those before it). If the stream is over, what it was for
+  // completes at once (the bytes are in; the sender is gone or going).
+  void queue_ack(ServerCall& call, ServerCall::Pending&& p) {
+    {
+      std::lock_guard<std::mutex> lock(call.mu);
+      if (!call.finish_sent) {
+        call.acks.push_back(std::move(p));
+        if (!call.writing) {
+          call.writing = true;
+          call.stream.Write(call.acks.front().ack, &call.wrote);
+        }
+        return;
+      }
+    }
+    if (call.src >= 0) complete_received(*inboxes[call.src], p);
+  }
+
+  void on_ack_written(ServerCall& call, bool ok) {
+    std::deque<ServerCall::Pending> done;
+    {
+      std::lock_guard<std::mutex> lock(call.mu);
+      done.push_back(std::move(call.acks.front()));
+      call.acks.pop_front();
+      if (!ok) {  // the stream broke: nothing more goes out on it
+        for (auto& p : call.acks) done.push_back(std::move(p));
+        call.acks.clear();
+      }
+      if (!call.acks.empty()) {
+        call.stream.Write(call.acks.front().ack, &call.wrote);
+      } else {
+        call.writing = false;
+        if (call.closing && !call.finish_sent) {
+          call.finish_sent = true;
+          call.stream.Finish(call.status, &call.finished);
+        }
+      }
+    }
+    if (call.src >= 0)
+      for (auto& p : done) complete_received(*inboxes[call.src], p);
+  }
+
+  // No more reads on `call`: fail what waits on its sender (unless it ended cleanly after an
+  // abort notice), then end the stream once its acks are written.
+  void end_stream(ServerCall& call, const std::string& error) {
+    if (call.src >= 0) {
+      Inbox& in = *inboxes[call.src];
+      std::lock_guard<std::mutex> lock(in.mu);
+      in.call = nullptr;
       if (!error.empty()) {
-        Ack nack;
-        nack.set_tag(c.tag);
-        nack.set_seq(c.seq);
-        nack.set_error(error);
-        std::lock_guard<std::mutex> w(in.write_mu);
-        stream->Write(nack);
-        break;
-      }
-      if (whole) {
-        // The sender of a large message waits for its ack: ack first, then complete the
-        // receive, so a receiver that finishes its collective and then stops or dies never
-        // leaves the sender waiting for an ack it did not write. An eager (small) send completed
-        // when it was written: complete the receive at once, ack after.
-        const bool eager = whole->total <= kEagerBytes;
-        auto complete = [&] {
-          std::lock_guard<std::mutex> lock(in.mu);
-          whole->acked = true;
-          if (whole->target) {
-            whole->target->done = true;
-            whole->target->bound = nullptr;
-            whole->target.reset();
-            in.cv.notify_all();
-          }
-        };
-        if (eager) complete();
-        Ack ack;
-        ack.set_tag(c.tag);
-        ack.set_seq(whole->seq);
-        if (whole->refused.empty()) ack.set_received_bytes(c.total_bytes);
-        else ack.set_error(whole->refused);
-        bool ok;
-        {
-          std::lock_guard<std::mutex> w(in.write_mu);
-          ok = stream->Write(ack);
-        }
-        if (!eager) complete();
-        if (!ok) break;
+        in.fail_all({FailKind::remote, "bad message from " + who(call.src) + ": " + error});
+      } else if (!in.dead) {
+        in.fail_all({FailKind::network, who(call.src) + " closed its connection (process exited or transport destroyed)"});
       }
     }
-    if (src >= 0) {
-      Inbox& in = *inboxes[src];
-      {
-        std::lock_guard<std::mutex> lock(in.mu);
-        in.stream = nullptr;
-        if (!error.empty()) {
-          in.fail_all({FailKind::remote, "bad message from " + who(src) + ": " + error});
-        } else if (!in.dead) {
-          in.fail_all({FailKind::network, who(src) + " closed its connection (process exited or transport destroyed)" +
-                                              std::string(ctx->IsCancelled() ? "; the stream was cancelled" : "")});
-        }
-      }
-      std::lock_guard<std::mutex> w(in.write_mu);  // an irecv() still acknowledging has finished
+    std::lock_guard<std::mutex> lock(call.mu);
+    call.closing = true;
+    call.status = error.empty() ? gr::Status::OK : gr::Status(gr::StatusCode::INVALID_ARGUMENT, error);
+    if (!call.writing && !call.finish_sent) {
+      call.finish_sent = true;
+      call.stream.Finish(call.status, &call.finished);
     }
-    return error.empty() ? gr::Status::OK : gr::Status(gr::StatusCode::INVALID_ARGUMENT, error);
   }
 
   // irecv() of a message that waits in the sender's memory (Incoming::deferred): read it into the
   // receive's buffer now, then acknowledge it on the sender's stream (or refuse it, so the
-  // sender's send fails too). `lock` holds in->mu.
+  // sender's send fails too); the receive completes once the ack is written. `lock` holds in->mu.
   RequestPtr receive_deferred(int src, const Incoming& inc, std::unique_lock<std::mutex> lock,
                               const std::shared_ptr<Inbox>& in, uint64_t tag, const std::shared_ptr<RecvOp>& op) {
     if (in->dead) return std::make_unique<FailedRequest>(*in->dead);
@@ -760,20 +883,18 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       failed = Failure{FailKind::remote, "cannot read a " + std::to_string(inc.total) + "-byte message (tag " +
                                              std::to_string(tag) + ") from the memory of " + who(src) + ": " + why};
     }
-    Ack ack;
-    ack.set_tag(tag);
-    ack.set_seq(inc.seq);
-    if (failed) ack.set_error(failed->message);
-    else ack.set_received_bytes(inc.total);
+    ServerCall::Pending p;
+    p.ack.set_tag(tag);
+    p.ack.set_seq(inc.seq);
+    if (failed) p.ack.set_error(failed->message);
+    else p.ack.set_received_bytes(inc.total);
+    if (!failed) p.op = op;
     lock.lock();
-    if (in->stream) {  // else the sender is gone; bytes already read stay good (the guard was clear)
-      std::lock_guard<std::mutex> w(in->write_mu);
-      ExchangeService::Stream* stream = in->stream;
-      lock.unlock();
-      stream->Write(ack);
-    }
+    ServerCall* call = in->call;  // null: the sender is gone; bytes already read stay good (the guard was clear)
+    lock.unlock();
+    if (call) queue_ack(*call, std::move(p));
+    else if (!failed) op->done = true;
     if (failed) return std::make_unique<FailedRequest>(*failed);
-    op->done = true;
     return std::make_unique<RecvRequest>(in, tag, op);
   }
 
@@ -863,101 +984,114 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     return "";
   }
 
-  // Writes op's chunks to the peer's stream; the caller holds the stream (out.writing == &op).
-  bool write_chunks(int peer, Outbox& out, const SendOp& op) {
+  // Starts the next write on the stream to `peer` if it is idle: an abort notice, the next
+  // queued message, or (closing) WritesDone. out.mu held. Never blocks: the write completes on
+  // the progress thread (on_written), which calls this again.
+  void pump(int peer, Outbox& out) {
+    if (!out.started || out.writing || out.writes_done) return;
+    if (!out.abort_notice.empty()) {
+      WireChunk a;
+      a.src_rank = static_cast<uint32_t>(opt.rank);
+      a.dst_rank = static_cast<uint32_t>(peer);
+      a.abort_reason = out.abort_notice;
+      out.abort_notice.clear();
+      out.writing = &kNotice;
+      out.stream->Write(a, &out.on_write);
+      return;
+    }
+    if (!out.queue.empty() && !out.dead) {
+      auto op = out.queue.front();
+      out.queue.pop_front();
+      // Into unacked before the first byte goes out: the ack may beat us back here.
+      out.unacked.push_back(op);
+      op->remote = remote_send(peer, op->bytes);
+      op->seq = out.next_seq++;
+      out.writing = op.get();
+      out.current = std::move(op);
+      out.off = 0;
+      write_chunk(peer, out);
+      return;
+    }
+    if (out.stop && out.queue.empty()) {
+      out.writes_done = true;
+      out.stream->WritesDone(&out.on_writes_done);
+    }
+  }
+
+  // Writes the chunk of out.current at out.off (out.mu held). A message read from memory is one
+  // chunk (it has no payload for gRPC's size limits to apply to); others are cut at chunk_bytes.
+  // An eager message is copied into gRPC's buffers by Write(): its send completes with its last
+  // chunk's Write, as MPI's eager sends complete once buffered.
+  void write_chunk(int peer, Outbox& out) {
+    const SendOp& op = *out.current;
     WireChunk c;
     c.src_rank = static_cast<uint32_t>(opt.rank);
     c.dst_rank = static_cast<uint32_t>(peer);
     c.copy = op.bytes <= kEagerBytes;
     c.remote = op.remote;
     c.seq = op.seq;
-    bool ok = true;
-    size_t off = 0;
-    do {
-      // A message in memory is one chunk: it has no payload for gRPC's size limits to apply to.
-      size_t n = op.remote ? op.bytes : std::min(opt.chunk_bytes, op.bytes - off);
-      c.tag = op.tag;
-      c.offset = off;
-      c.total_bytes = op.bytes;
-      c.data = op.data + off;  // sent from the caller's buffer, no copy (grpc/wire.h)
-      c.remote_address = reinterpret_cast<uintptr_t>(c.data);  // or read from there (remote)
-      c.remote_guard = reinterpret_cast<uintptr_t>(&out.given_up);
-      c.size = n;
-      c.crc32 = c.remote ? 0 : crc32_of(op.data + off, n);
-      ok = out.stream->Write(c);
-      off += n;
-    } while (ok && off < op.bytes);
-    return ok;
+    const size_t n = op.remote ? op.bytes : std::min(opt.chunk_bytes, op.bytes - out.off);
+    c.tag = op.tag;
+    c.offset = out.off;
+    c.total_bytes = op.bytes;
+    c.data = op.data + out.off;  // sent from the caller's buffer, no copy (grpc/wire.h)
+    c.remote_address = reinterpret_cast<uintptr_t>(c.data);  // or read from there (remote)
+    c.remote_guard = reinterpret_cast<uintptr_t>(&out.given_up);
+    c.size = n;
+    c.crc32 = c.remote ? 0 : crc32_of(c.data, n);
+    out.chunk_len = n;
+    out.stream->Write(c, &out.on_write);
+    if (c.copy && out.off + n == op.bytes && !op.failed) {
+      out.current->done = true;
+      out.cv.notify_all();
+    }
   }
 
-  // After write_chunks: hands the stream back and completes an eager send; false if the stream
-  // broke (every operation with the peer then fails).
-  bool written(int peer, Outbox& out, SendOp& op, bool ok) {
+  // A write on the stream to `peer` completed (ok false: the stream broke, and every operation
+  // with the peer fails).
+  void on_written(int peer, bool ok) {
+    Outbox& out = *outboxes[peer];
     std::lock_guard<std::mutex> lock(out.mu);
+    if (!ok) {
+      if (out.current && !out.current->done) {
+        out.current->failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
+      }
+      out.writing = nullptr;
+      out.current.reset();
+      out.writes_done = true;  // nothing more can go out
+      out.fail_all({FailKind::network, "connection to " + who(peer) + " lost"});
+      return;
+    }
+    if (out.current) {
+      out.off += out.chunk_len;
+      if (out.off < out.current->bytes && !out.read_done) return write_chunk(peer, out);
+      out.current.reset();
+    }
     out.writing = nullptr;
-    if (ok && op.bytes <= kEagerBytes && !op.failed) op.done = true;
-    out.cv.notify_all();
-    if (ok) return true;
-    op.failed = Failure{FailKind::network, "connection to " + who(peer) + " lost while sending"};
-    out.fail_all({FailKind::network, "connection to " + who(peer) + " lost"});
-    return false;
+    out.cv.notify_all();  // a SendRequest being destroyed waits for its write to be let go
+    pump(peer, out);
   }
 
   // Whether a send goes out as addresses: large, to a peer that reads this process's memory.
   bool remote_send(int peer, size_t bytes) const { return bytes > kEagerBytes && cma_to[peer]; }
 
-  void writer_loop(int peer) {
+  // An ack read from the stream to `peer` (ok false: the stream ended).
+  void on_ack(int peer, bool ok) {
     Outbox& out = *outboxes[peer];
-    for (;;) {
-      std::shared_ptr<SendOp> op;
-      {
-        std::unique_lock<std::mutex> lock(out.mu);
-        // Not while isend() writes a message itself (out.writing).
-        out.cv.wait(lock, [&] {
-          return (out.stop || !out.queue.empty() || !out.abort_notice.empty() || out.dead) && !out.writing;
-        });
-        if (!out.abort_notice.empty()) {
-          WireChunk a;
-          a.src_rank = static_cast<uint32_t>(opt.rank);
-          a.dst_rank = static_cast<uint32_t>(peer);
-          a.abort_reason = out.abort_notice;
-          out.abort_notice.clear();
-          out.writing = &kNotice;  // isend() must not write beside it
-          lock.unlock();
-          out.stream->Write(a);
-          lock.lock();
-          out.writing = nullptr;
-          out.cv.notify_all();
-          continue;
-        }
-        if (out.dead || (out.stop && out.queue.empty())) break;
-        op = out.queue.front();
-        out.queue.pop_front();
-        // Into unacked before the first byte goes out: the ack may beat us back here.
-        out.unacked.push_back(op);
-        out.writing = op.get();
-        op->remote = remote_send(peer, op->bytes);
-        op->seq = out.next_seq++;
-      }
-      if (!written(peer, out, *op, write_chunks(peer, out, *op))) break;
-    }
-    out.stream->WritesDone();
     std::lock_guard<std::mutex> lock(out.mu);
-    out.writer_done = true;
-    out.cv.notify_all();
-  }
-
-  void acker_loop(int peer) {
-    Outbox& out = *outboxes[peer];
-    Ack a;
-    while (out.stream->Read(&a)) {
-      std::lock_guard<std::mutex> lock(out.mu);
-      if (out.unacked.empty()) continue;
-      // Acks name their message (seq): a message read from memory after a late irecv() is
-      // acknowledged after the ones behind it.
-      auto it = std::find_if(out.unacked.begin(), out.unacked.end(),
-                             [&](const std::shared_ptr<SendOp>& op) { return op->seq == a.seq(); });
-      if (it == out.unacked.end()) continue;
+    if (!ok) {
+      out.fail_all({FailKind::network, "connection to " + who(peer) + " closed (process exited or transport destroyed)"});
+      out.read_done = true;
+      out.writes_done = true;  // nothing written now would be read
+      out.stream->Finish(&out.status, &out.on_finish);
+      return;
+    }
+    const Ack& a = out.ack;
+    // Acks name their message (seq): a message read from memory after a late irecv() is
+    // acknowledged after the ones behind it.
+    auto it = std::find_if(out.unacked.begin(), out.unacked.end(),
+                           [&](const std::shared_ptr<SendOp>& op) { return op->seq == a.seq(); });
+    if (it != out.unacked.end()) {
       auto op = *it;
       out.unacked.erase(it);
       if (!a.error().empty()) {
@@ -970,10 +1104,80 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       }
       out.cv.notify_all();
     }
+    out.stream->Read(&out.ack, &out.on_read);
+  }
+
+  // Opens the stream to `peer` on channel `ch`.
+  void open_stream(int peer, const std::shared_ptr<gr::Channel>& ch) {
+    Outbox& out = *outboxes[peer];
+    out.on_start.on = [this, peer](bool ok) {
+      Outbox& o = *outboxes[peer];
+      std::lock_guard<std::mutex> lock(o.mu);
+      if (!ok) {
+        o.writes_done = true;
+        o.fail_all({FailKind::network, "cannot open a stream to " + who(peer)});
+        o.read_done = true;
+        o.stream->Finish(&o.status, &o.on_finish);
+        return;
+      }
+      o.started = true;
+      o.stream->Read(&o.ack, &o.on_read);
+      pump(peer, o);
+    };
+    out.on_write.on = [this, peer](bool ok) { on_written(peer, ok); };
+    out.on_read.on = [this, peer](bool ok) { on_ack(peer, ok); };
+    out.on_writes_done.on = [](bool) {};
+    out.on_finish.on = [this, peer](bool) {
+      {
+        Outbox& o = *outboxes[peer];
+        std::lock_guard<std::mutex> lock(o.mu);
+        o.finished = true;
+        o.cv.notify_all();
+      }
+      stream_over();
+    };
+    out.method = std::make_unique<gr::internal::RpcMethod>(kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING, ch);
+    {
+      std::lock_guard<std::mutex> lock(calls_mu);
+      ++live;
+    }
     std::lock_guard<std::mutex> lock(out.mu);
-    out.fail_all({FailKind::network, "connection to " + who(peer) + " closed (process exited or transport destroyed)"});
-    out.acker_done = true;
-    out.cv.notify_all();
+    out.opened = true;
+    out.stream.reset(gr::internal::ClientAsyncReaderWriterFactory<WireChunk, Ack>::Create(
+        ch.get(), cq.get(), *out.method, &out.ctx, false, nullptr));
+    out.stream->StartCall(&out.on_start);
+  }
+
+  // Stops serving and then the progress thread: new streams are refused, open ones are
+  // cancelled after 500 ms, and the queue shuts down once every stream is over (nothing may
+  // start on it after that). Idempotent.
+  void stop_serving() {
+    if (!progress_thread.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(calls_mu);
+      serving = false;
+    }
+    if (local) local->stop();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    std::unique_lock<std::mutex> lock(calls_mu);
+    if (!calls_cv.wait_for(lock, std::chrono::seconds(2), [&] { return live == 0; })) {
+      lock.unlock();
+      for (auto& out : outboxes) out->ctx.TryCancel();
+      lock.lock();
+      for (auto& call : calls)
+        if (call->started) call->ctx.TryCancel();
+      if (!calls_cv.wait_for(lock, std::chrono::seconds(2), [&] { return live == 0; }))
+        log::get("comms")->error("grpc: rank {}: {} stream(s) still open at shutdown", opt.rank, live);
+    }
+    lock.unlock();
+    cq->Shutdown();
+    progress_thread.join();
+  }
+  ~Impl() {
+    stop_serving();
+    calls.clear();      // server contexts before the server,
+    outboxes.clear();   // client streams before the queue
+    server.reset();     // and the server before its queue
   }
 };
 
@@ -1008,18 +1212,24 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   b.SetMaxReceiveMessageSize(max_in);
   b.SetMaxSendMessageSize(kFraming);
   tune_http2(b);
-  // One long-lived stream per peer: one idle poller is enough (gRPC's default keeps up to two per
-  // completion queue, and one queue per core, all waiting on the same sockets).
+  // The Coordinator (rank 0) is synchronous and used only at start-up: one idle poller is
+  // enough (gRPC's default keeps up to two per completion queue, and one queue per core).
   b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::NUM_CQS, 1);
   b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
   b.SetSyncServerOption(gr::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
-  m.exchange = std::make_unique<ExchangeService>(
-      [this](gr::ServerContext* ctx, ExchangeService::Stream* st) { return impl_->Exchange(ctx, st); });
+  m.exchange = std::make_unique<ExchangeService>();
   b.RegisterService(m.exchange.get());
   if (o.rank == 0) b.RegisterService(static_cast<proto::Coordinator::Service*>(&m));
+  m.cq = b.AddCompletionQueue();
   m.server = b.BuildAndStart();
   TESSERA_CHECK_AS(NetworkError, m.server && port > 0, "grpc transport: rank ", o.rank,
                    " cannot listen on ", listen, o.rank == 0 ? " (the coordinator address; is the port in use?)" : "");
+  // Early peers may open their streams before this rank's rendezvous is over: serve at once.
+  m.accept_next();
+  m.progress_thread = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "tsr-progress");
+    impl_->progress();
+  });
   m.address = (o.rank == 0 ? o.coordinator.substr(0, colon) : o.bind_host) + ":" + std::to_string(port);
   const std::string host = o.unix_local && o.world_size > 1 ? host_id() : "";
   if (!host.empty()) {
@@ -1075,8 +1285,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     std::string msg = "grpc transport: rank " + std::to_string(o.rank) + " rendezvous (" + round +
                       ") at coordinator " + o.coordinator + " failed: " + why + " (after at most " +
                       std::to_string(o.connect_timeout.count()) + " ms)";
-    if (m.local) m.local->stop();
-    m.server->Shutdown(std::chrono::system_clock::now());
+    m.stop_serving();
     if (st.error_code() == gr::StatusCode::DEADLINE_EXCEEDED || st.error_code() == gr::StatusCode::UNAVAILABLE)
       throw TimeoutError(msg);
     throw RemoteError(msg);
@@ -1159,17 +1368,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
     }
     if (!ch) ch = gr::CreateCustomChannel(m.addresses[p], gr::InsecureChannelCredentials(), args);
     m.channels.push_back(ch);
-    Outbox& out = *m.outboxes[p];
-    out.method = std::make_unique<gr::internal::RpcMethod>(kExchangeMethod, gr::internal::RpcMethod::BIDI_STREAMING, ch);
-    out.stream.reset(gr::internal::ClientReaderWriterFactory<WireChunk, Ack>::Create(ch.get(), *out.method, &out.ctx));
-    out.writer = std::thread([this, p] {
-      name_thread("tsr-write", p);
-      impl_->writer_loop(p);
-    });
-    out.acker = std::thread([this, p] {
-      name_thread("tsr-ack", p);
-      impl_->acker_loop(p);
-    });
+    m.open_stream(p, ch);
   }
   int unix_peers = 0, cma_peers = 0;
   for (int p = 0; p < o.world_size; ++p) {
@@ -1186,32 +1385,22 @@ GrpcTransport::~GrpcTransport() {
     for (int p = 0; p < m.opt.world_size; ++p)
       if (p != m.opt.rank) fn(*m.outboxes[p]);
   };
-  peers([](Outbox& out) {
+  for (int p = 0; p < m.opt.world_size; ++p) {
+    if (p == m.opt.rank) continue;
+    Outbox& out = *m.outboxes[p];
     std::lock_guard<std::mutex> lock(out.mu);
     out.stop = true;
-    out.cv.notify_all();
-  });
-  // Writers finish their queues and close their streams; peers then end them, which ends the
-  // ack readers. A peer that does not answer in time gets its stream cancelled.
+    m.pump(p, out);
+  }
+  // Each stream closes once its queue is written; the peer ends it once it has read everything
+  // (acknowledged), which ends our ack stream. A peer that does not answer in time gets its
+  // stream cancelled. Then the streams to us end, and the progress thread.
   auto deadline = Clock::now() + std::chrono::seconds(2);
   peers([&](Outbox& out) {
     std::unique_lock<std::mutex> lock(out.mu);
-    if (!out.cv.wait_until(lock, deadline, [&] { return out.writer_done; })) out.ctx.TryCancel();
+    if (!out.cv.wait_until(lock, deadline, [&] { return out.finished || !out.opened; })) out.ctx.TryCancel();
   });
-  peers([](Outbox& out) {
-    if (out.writer.joinable()) out.writer.join();
-  });
-  peers([&](Outbox& out) {
-    std::unique_lock<std::mutex> lock(out.mu);
-    if (!out.cv.wait_until(lock, deadline, [&] { return out.acker_done; })) out.ctx.TryCancel();
-  });
-  peers([](Outbox& out) {
-    if (out.acker.joinable()) out.acker.join();
-    out.stream->Finish();
-  });
-  if (m.local) m.local->stop();
-  m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  m.server->Wait();
+  m.stop_serving();
 }
 
 int GrpcTransport::rank() const { return impl_->opt.rank; }
@@ -1243,27 +1432,13 @@ RequestPtr GrpcTransport::isend(int peer, uint64_t tag, const void* data, size_t
   op->data = static_cast<const char*>(data);
   op->bytes = bytes;
   op->tag = tag;
-  // A message that goes out as addresses is a few small chunks: when the stream is idle, write
-  // them here rather than wake the writer thread (a thread hand-off less per message). Its send
-  // still completes on the ack. Everything else is queued for the writer.
-  bool write_here = false;
+  // Written here if the stream is idle (no thread hand-off), else when the writes before it
+  // have completed (by the progress thread).
   {
     std::lock_guard<std::mutex> lock(out->mu);
     if (out->dead) return std::make_unique<FailedRequest>(*out->dead);
-    if (m.remote_send(peer, bytes) && out->queue.empty() && !out->writing && !out->stop && out->abort_notice.empty()) {
-      op->remote = true;
-      op->seq = out->next_seq++;
-      out->unacked.push_back(op);  // before the first byte goes out: the ack may beat us back
-      out->writing = op.get();
-      write_here = true;
-    } else {
-      out->queue.push_back(op);
-    }
-  }
-  if (write_here) {
-    m.written(peer, *out, *op, m.write_chunks(peer, *out, *op));
-  } else {
-    out->cv.notify_all();
+    out->queue.push_back(op);
+    m.pump(peer, *out);
   }
   return std::make_unique<SendRequest>(out, op);
 }
@@ -1323,6 +1498,7 @@ void GrpcTransport::abort(const std::string& reason) {
       for (auto& op : out.queue) op->failed = self;
       out.queue.clear();
       out.cv.notify_all();
+      m.pump(p, out);
     }
     Inbox& in = *m.inboxes[p];
     std::lock_guard<std::mutex> lock(in.mu);
