@@ -9,6 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <csignal>
 #include <cstdlib>
 #include <sys/uio.h>
@@ -130,6 +133,23 @@ TEST(GrpcRoutes, EveryRankSeesTheSameCosts) {
   EXPECT_EQ(beta_mbs, any_tcp ? 1500 : all_cma ? 4300 : 2000);
   EXPECT_EQ(sum_over_ranks(alpha_us), alpha_us * g_transport->size());
   EXPECT_EQ(sum_over_ranks(beta_mbs), beta_mbs * g_transport->size());
+}
+
+// One thread serves every stream, whatever the number of peers (the synchronous design had three
+// per peer): the transport's threads are "tsr-progress", plus "tsr-listen" where co-located
+// peers connect over Unix sockets.
+TEST(GrpcTransport, OneThreadServesEveryStream) {
+  std::map<std::string, int> ours;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream f(task.path() / "comm");
+    std::string name;
+    std::getline(f, name);
+    if (name.rfind("tsr-", 0) == 0) ++ours[name];
+  }
+  const bool listens = local_mode(g_transport->rank()) != "tcp";
+  std::map<std::string, int> want{{"tsr-progress", 1}};
+  if (listens) want["tsr-listen"] = 1;
+  EXPECT_EQ(ours, want);
 }
 
 // A completed send leaves the caller's buffer free, for eager (<= 256 KiB, copied) and
