@@ -698,7 +698,35 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   void progress() {
     void* tag = nullptr;
     bool ok = false;
-    while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->on(ok);
+    while (cq->Next(&tag, &ok)) {
+      try {
+        static_cast<Tag*>(tag)->on(ok);
+      } catch (const std::exception& e) {
+        // Nothing here is expected to throw (out of memory at worst). The stream the event
+        // belonged to may now be stuck: fail everything and cancel every stream rather than
+        // leave waits to time out; their completions still come here and end them.
+        fail_everything(std::string("the transport's progress thread failed: ") + e.what());
+      }
+    }
+  }
+
+  void fail_everything(const std::string& why) {
+    log::get("comms")->error("grpc: rank {}: {}", opt.rank, why);
+    const Failure f{FailKind::comm, why};
+    for (auto& in : inboxes) {
+      std::lock_guard<std::mutex> lock(in->mu);
+      in->fail_all(f);
+    }
+    for (auto& out : outboxes) {
+      {
+        std::lock_guard<std::mutex> lock(out->mu);
+        out->fail_all(f);
+      }
+      out->ctx.TryCancel();
+    }
+    std::lock_guard<std::mutex> lock(calls_mu);
+    for (auto& call : calls)
+      if (call->started) call->ctx.TryCancel();
   }
 
   // Asks gRPC for the next incoming Exchange stream (one is always asked for while serving).
@@ -952,7 +980,8 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
           op->bound = inc.get();
         }
       } else {
-        inc->data.reset(new char[inc->total]);
+        inc->data.reset(new (std::nothrow) char[inc->total]);
+        if (!inc->data && inc->total) return "no memory to hold a " + std::to_string(inc->total) + "-byte message until its receive is posted";
         in.unexpected[c.tag].push_back(inc);
       }
       in.current = inc;
@@ -1166,8 +1195,10 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
       lock.lock();
       for (auto& call : calls)
         if (call->started) call->ctx.TryCancel();
-      if (!calls_cv.wait_for(lock, std::chrono::seconds(2), [&] { return live == 0; }))
-        log::get("comms")->error("grpc: rank {}: {} stream(s) still open at shutdown", opt.rank, live);
+      // Cancelled operations complete promptly (unless the progress thread is in a long copy):
+      // wait for them, since nothing may start on the queue once it is shut down.
+      while (!calls_cv.wait_for(lock, std::chrono::seconds(2), [&] { return live == 0; }))
+        log::get("comms")->warn("grpc: rank {}: waiting for {} cancelled stream(s) to end", opt.rank, live);
     }
     lock.unlock();
     cq->Shutdown();
@@ -1225,11 +1256,11 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   TESSERA_CHECK_AS(NetworkError, m.server && port > 0, "grpc transport: rank ", o.rank,
                    " cannot listen on ", listen, o.rank == 0 ? " (the coordinator address; is the port in use?)" : "");
   // Early peers may open their streams before this rank's rendezvous is over: serve at once.
-  m.accept_next();
   m.progress_thread = std::thread([this] {
     ::pthread_setname_np(::pthread_self(), "tsr-progress");
     impl_->progress();
   });
+  m.accept_next();
   m.address = (o.rank == 0 ? o.coordinator.substr(0, colon) : o.bind_host) + ":" + std::to_string(port);
   const std::string host = o.unix_local && o.world_size > 1 ? host_id() : "";
   if (!host.empty()) {
@@ -1459,6 +1490,8 @@ RequestPtr GrpcTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes
     it->second.pop_front();
     if (it->second.empty()) in->unexpected.erase(it);
     if (inc->deferred) return m.receive_deferred(peer, *inc, std::move(lock), in, tag, op);
+    // Cut off mid-message by the sender's failure: the rest will never come.
+    if (in->dead && inc->received < inc->total) return std::make_unique<FailedRequest>(*in->dead);
     if (inc->total != bytes) {
       inc->discard = true;
       inc->data.reset();
@@ -1485,8 +1518,9 @@ void GrpcTransport::abort(const std::string& reason) {
   Impl& m = *impl_;
   {
     std::lock_guard<std::mutex> lock(m.abort_mu);
-    if (m.aborted.exchange(true)) return;
-    m.abort_reason = reason;
+    if (m.aborted) return;
+    m.abort_reason = reason;  // before the flag: isend()/irecv() read it once they see the flag
+    m.aborted = true;
   }
   Failure self{FailKind::comm, "transport aborted: " + reason};
   for (int p = 0; p < m.opt.world_size; ++p) {

@@ -3,6 +3,9 @@
 //   stop: rank 1 freezes (SIGSTOP: no thread of it runs, its sockets stay open).
 //   abort: rank 1 calls abort() while the others' large sends to it wait for their receives
 //          (never posted): those sends must fail at once with the abort's reason, not time out.
+//   partial: rank 1 dies while sending the others a message no receive is posted for yet (over
+//          a socket, in small chunks: part of it has arrived); the receive posted afterwards
+//          must fail at once naming rank 1, not wait for the rest until its deadline.
 // A second argument "large" makes the messages large (see below).
 // Every other rank must fail its all-reduce with a CommError naming the operation and a peer
 // within the deadline (1 s) plus a margin; it prints "PASS rank R: ..." or "FAIL rank R: ...".
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 #include <unistd.h>
 
 using namespace tessera;
@@ -66,6 +70,15 @@ int main(int argc, char** argv) {
       }
       _exit(3);
     }
+    if (mode == "partial") {
+      // 128 MiB in the transport's chunks (TESSERA_GRPC_CHUNK_BYTES, small in this test): far
+      // more than gets through before the exit.
+      static std::vector<char> big(size_t{128} << 20, 7);
+      auto r0 = t->isend(0, 78, big.data(), big.size());
+      auto r2 = opts.world_size > 2 ? t->isend(2, 78, big.data(), big.size()) : nullptr;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      _exit(3);
+    }
     if (mode == "stop") raise(SIGSTOP);
     if (mode == "abort") {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the others' sends arrive
@@ -78,6 +91,14 @@ int main(int argc, char** argv) {
   std::string verdict;
   try {
     allreduce(comm.world(), barrier);
+    if (mode == "partial") {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // part arrives; rank 1 dies
+      std::vector<char> got(size_t{128} << 20);
+      t0 = std::chrono::steady_clock::now();
+      if (!t->irecv(1, 78, got.data(), got.size())->wait(deadline_after(std::chrono::milliseconds(1000))))
+        throw TimeoutError("partial: the receive from rank 1 timed out instead of failing");
+      throw CommError("partial: the receive from rank 1 completed");
+    }
     if (mode == "abort") {
       t0 = std::chrono::steady_clock::now();
       if (!t->isend(1, 77, v.data(), v.size() * sizeof(float))->wait(deadline_after(std::chrono::milliseconds(1000))))
@@ -88,9 +109,10 @@ int main(int argc, char** argv) {
     verdict = "FAIL rank " + std::to_string(comm.rank()) + ": no error";
   } catch (const CommError& e) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bool ok = mode == "abort" ? dynamic_cast<const RemoteError*>(&e) && std::strstr(e.what(), "failure check abort") &&
-                                    std::strstr(e.what(), "rank 1") && s < 0.9
-                              : std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 2.5;
+    bool ok = mode == "abort"     ? dynamic_cast<const RemoteError*>(&e) && std::strstr(e.what(), "failure check abort") &&
+                                        std::strstr(e.what(), "rank 1") && s < 0.9
+              : mode == "partial" ? dynamic_cast<const NetworkError*>(&e) && std::strstr(e.what(), "rank 1") && s < 0.9
+                                  : std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 2.5;
     char buf[48];
     std::snprintf(buf, sizeof buf, " after %.2f s: ", s);
     const char* kind = dynamic_cast<const TimeoutError*>(&e)   ? "TimeoutError"
