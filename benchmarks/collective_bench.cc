@@ -7,6 +7,9 @@
 //   mpirun -np 4 --oversubscribe build/benchmarks/collective_bench --mesh 2x2 --dtype bf16
 //   options: --mesh RxC  --dtype f32|bf16  --min-bytes N  --max-bytes N  --chunk-bytes N
 //            --seconds S (time budget per point)  --no-grpc
+//            --repeat R (R rounds per size, the peer and every row in turn each round: the time
+//            printed is the median over the rounds, "vs peer" the median of the R per-round
+//            ratios, and "range" their min-max; for a shared, noisy machine)
 //            --in-place (every row reduces the output buffers in place: tessera with inputs ==
 //            outputs, the peer with MPI_IN_PLACE; repeated calls keep summing, which costs the
 //            same; the wrong-element check runs on fresh values)
@@ -43,6 +46,7 @@ struct Args {
   size_t min_bytes = 4 << 10, max_bytes = 64 << 20;
   size_t chunk_bytes = 0;
   double seconds = 0.25;
+  int repeat = 1;
   bool grpc = true;
   bool in_place = false;
   std::string rows = "ring,mesh2d,native,grpc,grpc-unix,grpc-tcp";
@@ -66,6 +70,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--max-bytes") a.max_bytes = std::stoull(next());
     else if (k == "--chunk-bytes") a.chunk_bytes = std::stoull(next());
     else if (k == "--seconds") a.seconds = std::stod(next());
+    else if (k == "--repeat") a.repeat = std::stoi(next());
     else if (k == "--no-grpc") a.grpc = false;
     else if (k == "--in-place") a.in_place = true;
     else if (k == "--rows") a.rows = next();
@@ -73,6 +78,10 @@ Args parse(int argc, char** argv) {
       std::fprintf(stderr, "unknown option %s (see the header of collective_bench.cc)\n", k.c_str());
       std::exit(2);
     }
+  }
+  if (a.repeat < 1 || a.repeat > 100) {
+    std::fprintf(stderr, "--repeat must be 1..100\n");
+    std::exit(2);
   }
   return a;
 }
@@ -100,9 +109,15 @@ float value(int node, size_t i) { return static_cast<float>((node * 3 + i) % 7);
 
 struct Row {
   std::string name;
-  double t;
-  long wrong;
+  std::vector<double> t;  // seconds per call, one per round
+  long wrong = 0;         // summed over the rounds
 };
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t k = v.size() / 2;
+  return v.size() % 2 ? v[k] : (v[k - 1] + v[k]) / 2;
+}
 
 }  // namespace
 
@@ -144,8 +159,9 @@ int main(int argc, char** argv) {
                 "when it hosts several), same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n",
                 args.in_place ? "in place" : "out of place",
                 args.in_place ? "MPI_IN_PLACE" : L == 1 ? "input -> output" : "in place on output 0", n);
-    std::printf("%12s  %-16s %10s %10s %10s %7s %9s\n", "bytes", "algorithm", "time(us)",
-                "algbw GB/s", "busbw GB/s", "wrong", "vs peer");
+    if (args.repeat > 1) std::printf("%d rounds per size: medians, and the range of the per-round ratios\n\n", args.repeat);
+    std::printf("%12s  %-16s %10s %10s %10s %7s %9s%s\n", "bytes", "algorithm", "time(us)",
+                "algbw GB/s", "busbw GB/s", "wrong", "vs peer", args.repeat > 1 ? "   range" : "");
   }
 
   std::vector<std::string> notes;  // printed under the table
@@ -174,7 +190,13 @@ int main(int argc, char** argv) {
       MPI_Allreduce(MPI_IN_PLACE, &wrong, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
       return wrong;
     };
-    std::vector<Row> rows;
+    std::vector<Row> rows;  // in order of first appearance
+    auto record = [&](const std::string& name, double t, long wrong) {
+      auto it = std::find_if(rows.begin(), rows.end(), [&](const Row& r) { return r.name == name; });
+      if (it == rows.end()) it = rows.insert(rows.end(), Row{name, {}, 0});
+      it->t.push_back(t);
+      it->wrong += wrong;
+    };
 
     // In place: every row reduces `out` in place; the check needs the inputs there first.
     auto refill = [&] {
@@ -186,69 +208,78 @@ int main(int argc, char** argv) {
     // The peer: MPI_Allreduce over the ranks (f32 only; bf16 has no MPI type), with no more
     // copying than the call needs: one node per rank, straight from input to output (or in
     // place); several, their sum formed in output 0, reduced in place, copied to the others.
-    double peer = -1;
-    if (args.dtype == DType::f32) {
-      float* o0 = reinterpret_cast<float*>(out[0].data());
-      auto run = [&] {
-        const int cnt = static_cast<int>(count);
-        if (L == 1) {
-          MPI_Allreduce(args.in_place ? MPI_IN_PLACE : in[0].data(), o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-          return;
-        }
-        const float* s0 = reinterpret_cast<const float*>(src[0].data());
-        const float* s1 = reinterpret_cast<const float*>(src[1].data());
-        for (size_t i = 0; i < count; ++i) o0[i] = s0[i] + s1[i];
-        for (size_t l = 2; l < L; ++l)
-          for (size_t i = 0; i < count; ++i) o0[i] += reinterpret_cast<const float*>(src[l].data())[i];
-        MPI_Allreduce(MPI_IN_PLACE, o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-        for (size_t l = 1; l < L; ++l) std::memcpy(out[l].data(), o0, count * es);
-      };
-      refill();
-      peer = time_calls(run, args.seconds);
-      refill();
-      run();
-      rows.push_back({"MPI_Allreduce", peer, wrong_elems()});
-    }
-    auto tessera_row = [&](MeshComm& comm, Algorithm a, const std::string& name) {
-      AllreduceOptions o;
-      o.count = count;
-      o.dtype = args.dtype;
-      o.algorithm = a;
-      o.chunk_bytes = args.chunk_bytes;
-      o.timeout = std::chrono::seconds(120);
-      for (size_t l = 0; l < L; ++l) {
-        o.inputs.push_back(args.in_place ? out[l].data() : in[l].data());
-        o.outputs.push_back(out[l].data());
+    for (int round = 0; round < args.repeat; ++round) {
+      if (args.dtype == DType::f32) {
+        float* o0 = reinterpret_cast<float*>(out[0].data());
+        auto run = [&] {
+          const int cnt = static_cast<int>(count);
+          if (L == 1) {
+            MPI_Allreduce(args.in_place ? MPI_IN_PLACE : in[0].data(), o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            return;
+          }
+          const float* s0 = reinterpret_cast<const float*>(src[0].data());
+          const float* s1 = reinterpret_cast<const float*>(src[1].data());
+          for (size_t i = 0; i < count; ++i) o0[i] = s0[i] + s1[i];
+          for (size_t l = 2; l < L; ++l)
+            for (size_t i = 0; i < count; ++i) o0[i] += reinterpret_cast<const float*>(src[l].data())[i];
+          MPI_Allreduce(MPI_IN_PLACE, o0, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+          for (size_t l = 1; l < L; ++l) std::memcpy(out[l].data(), o0, count * es);
+        };
+        refill();
+        double peer = time_calls(run, args.seconds);
+        refill();
+        run();
+        record("MPI_Allreduce", peer, wrong_elems());
       }
-      auto run = [&] { allreduce(comm.world(), o); };
-      refill();
-      double t = time_calls(run, args.seconds);
-      refill();
-      run();
-      rows.push_back({name, t, wrong_elems()});
-    };
-    for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d, Algorithm::native}) {
-      if (args.want(algorithm_name(a)))
-        tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
-    }
+      auto tessera_row = [&](MeshComm& comm, Algorithm a, const std::string& name) {
+        AllreduceOptions o;
+        o.count = count;
+        o.dtype = args.dtype;
+        o.algorithm = a;
+        o.chunk_bytes = args.chunk_bytes;
+        o.timeout = std::chrono::seconds(120);
+        for (size_t l = 0; l < L; ++l) {
+          o.inputs.push_back(args.in_place ? out[l].data() : in[l].data());
+          o.outputs.push_back(out[l].data());
+        }
+        auto run = [&] { allreduce(comm.world(), o); };
+        refill();
+        double t = time_calls(run, args.seconds);
+        refill();
+        run();
+        record(name, t, wrong_elems());
+      };
+      for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d, Algorithm::native}) {
+        if (args.want(algorithm_name(a)))
+          tessera_row(*mesh_comm, a, std::string("mpi/") + algorithm_name(a));
+      }
 #if defined(TESSERA_BENCH_GRPC)
-    for (const std::string route : {"cma", "unix", "tcp"}) {
-      const std::string row = route == "cma" ? "grpc" : "grpc-" + route;
-      if (!args.grpc || !args.want(row)) continue;
-      auto comm = open_grpc(route);
-      if (rank == 0 && bytes == args.min_bytes && comm->chunk_bytes_or_default(args.chunk_bytes) != mesh_comm->chunk_bytes_or_default(args.chunk_bytes))
-        notes.push_back(row + ": chunk " + std::to_string(comm->chunk_bytes_or_default(args.chunk_bytes)) + " bytes (the transport's segment)");
-      tessera_row(*comm, Algorithm::mesh2d, row + "/mesh2d");
-    }
+      for (const std::string route : {"cma", "unix", "tcp"}) {
+        const std::string row = route == "cma" ? "grpc" : "grpc-" + route;
+        if (!args.grpc || !args.want(row)) continue;
+        auto comm = open_grpc(route);
+        if (rank == 0 && round == 0 && bytes == args.min_bytes && comm->chunk_bytes_or_default(args.chunk_bytes) != mesh_comm->chunk_bytes_or_default(args.chunk_bytes))
+          notes.push_back(row + ": chunk " + std::to_string(comm->chunk_bytes_or_default(args.chunk_bytes)) + " bytes (the transport's segment)");
+        tessera_row(*comm, Algorithm::mesh2d, row + "/mesh2d");
+      }
 #endif
+    }  // rounds
     if (rank == 0) {
+      const Row* peer = rows.empty() || rows[0].name != "MPI_Allreduce" ? nullptr : &rows[0];
       for (const Row& r : rows) {
-        double algbw = static_cast<double>(bytes) / r.t / 1e9;
+        const double t = median(r.t);
+        double algbw = static_cast<double>(bytes) / t / 1e9;
         double busbw = algbw * 2.0 * (n - 1) / n;
-        char ratio[32] = "-";
-        if (peer > 0) std::snprintf(ratio, sizeof ratio, "%.2fx", peer / r.t);
-        std::printf("%12zu  %-16s %10.1f %10.2f %10.2f %7ld %9s\n", bytes, r.name.c_str(), r.t * 1e6,
-                    algbw, busbw, r.wrong, ratio);
+        char ratio[32] = "-", range[48] = "";
+        if (peer) {
+          std::vector<double> q;
+          for (size_t k = 0; k < r.t.size(); ++k) q.push_back(peer->t[k] / r.t[k]);
+          std::snprintf(ratio, sizeof ratio, "%.2fx", median(q));
+          if (args.repeat > 1)
+            std::snprintf(range, sizeof range, "   %.2f-%.2f", *std::min_element(q.begin(), q.end()), *std::max_element(q.begin(), q.end()));
+        }
+        std::printf("%12zu  %-16s %10.1f %10.2f %10.2f %7ld %9s%s\n", bytes, r.name.c_str(), t * 1e6,
+                    algbw, busbw, r.wrong, ratio, range);
       }
       std::fflush(stdout);
     }
