@@ -1,6 +1,6 @@
-// The gRPC transport. Threads: per peer, a writer (drains the send queue into the peer's
-// Exchange stream) and an ack reader on the client side; gRPC's sync server runs one handler
-// per incoming stream. Receives are matched per source in posting order.
+// The gRPC transport. Threads: one progress thread drives every Exchange stream, both
+// directions, through gRPC's async API (see Impl::progress); rank 0's Coordinator is served
+// synchronously at start-up. Receives are matched per source in posting order.
 #include <tessera/comms/grpc/transport.h>
 #include <tessera/comms/grpc/wire.h>
 #include <tessera/comms/crc32.h>
@@ -1503,7 +1503,7 @@ RequestPtr GrpcTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes
     inc->data.reset();
     if (inc->received == inc->total && inc->acked) {
       op->done = true;
-    } else {  // the rest of the bytes, or the ack, is still to come: the server thread completes it
+    } else {  // the rest of the bytes, or the ack, is still to come: the progress thread completes it
       inc->target = op;
       op->bound = inc.get();
     }
