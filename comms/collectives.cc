@@ -121,6 +121,37 @@ double half_latency(MeshComm& c, const Group& g, Algorithm a) {
   return (g.size() - 1) * ring_latency(mesh, make_ring(g, anchor).nodes);
 }
 
+// Emulated latency term of a broadcast from member `root`: the longest path from the root
+// through the chain (ring: in ring order; mesh2d: along the root's row, then every column).
+double broadcast_latency(MeshComm& c, const Group& g, Algorithm a, int root) {
+  int anchor = c.local_nodes().front();
+  const Mesh& mesh = c.mesh();
+  if (a != Algorithm::mesh2d) {
+    Ring r = make_ring(g, anchor);
+    const int m = r.size();
+    const int at = static_cast<int>(std::find(r.nodes.begin(), r.nodes.end(), g.node_of(anchor, root)) - r.nodes.begin());
+    double t = 0;
+    for (int k = 0; k + 1 < m; ++k) t += mesh.route_latency(r.nodes[(at + k) % m], r.nodes[(at + k + 1) % m]);
+    return t;
+  }
+  auto node = [&](int row, int col) { return g.node_of(anchor, row * g.cols() + col); };
+  const Coord rc = g.member_coord(root);
+  // Along the root's row to column `col`, then the farther end of that column.
+  std::vector<double> along_row(static_cast<size_t>(g.cols()), 0.0);
+  for (int col = rc.col + 1; col < g.cols(); ++col)
+    along_row[col] = along_row[col - 1] + mesh.route_latency(node(rc.row, col - 1), node(rc.row, col));
+  for (int col = rc.col - 1; col >= 0; --col)
+    along_row[col] = along_row[col + 1] + mesh.route_latency(node(rc.row, col + 1), node(rc.row, col));
+  double worst = 0;
+  for (int col = 0; col < g.cols(); ++col) {
+    double down = 0, up = 0;
+    for (int row = rc.row + 1; row < g.rows(); ++row) down += mesh.route_latency(node(row - 1, col), node(row, col));
+    for (int row = rc.row - 1; row >= 0; --row) up += mesh.route_latency(node(row + 1, col), node(row, col));
+    worst = std::max(worst, along_row[col] + std::max(down, up));
+  }
+  return worst;
+}
+
 // ---- validation ------------------------------------------------------------------------------
 
 template <typename In, typename Out>
@@ -270,7 +301,7 @@ CollectiveRecord reduce_scatter(const Group& g, const ReduceScatterOptions& o) {
   check_buffers(c, what, o.inputs, o.outputs, o.count);
   const size_t p = static_cast<size_t>(g.size());
   check_size(what, o.count, p, t.size);
-  Algorithm a = pick(g, OpKind::reduce_scatter, o.count * p * t.size, o.algorithm, what);
+  Algorithm a = pick(g, OpKind::reduce_scatter, o.count * p * t.size, resolve_algorithm(o.algorithm, false), what);
   OpContext op(c, op_name(OpKind::reduce_scatter, a, g), o.tag, c.timeout_or_default(o.timeout));
   CollectiveRecord rec = make_record(OpKind::reduce_scatter, a, g, o.count, o.dtype);
   double latency = half_latency(c, g, a == Algorithm::native ? Algorithm::ring : a);
@@ -316,7 +347,7 @@ CollectiveRecord allgather(const Group& g, const AllgatherOptions& o) {
   check_buffers(c, what, o.inputs, o.outputs, o.count);
   const size_t p = static_cast<size_t>(g.size());
   check_size(what, o.count, p, t.size);
-  Algorithm a = pick(g, OpKind::allgather, o.count * p * t.size, o.algorithm, what);
+  Algorithm a = pick(g, OpKind::allgather, o.count * p * t.size, resolve_algorithm(o.algorithm, false), what);
   OpContext op(c, op_name(OpKind::allgather, a, g), o.tag, c.timeout_or_default(o.timeout));
   CollectiveRecord rec = make_record(OpKind::allgather, a, g, o.count, o.dtype);
   double latency = half_latency(c, g, a == Algorithm::native ? Algorithm::ring : a);
@@ -363,10 +394,10 @@ CollectiveRecord broadcast(const Group& g, const BroadcastOptions& o) {
   check_size(what, o.count, 1, t.size);
   TESSERA_CHECK_INDEX(o.root >= 0 && o.root < g.size(), what, ": root member ", o.root,
                       " is outside the group of ", g.size(), " (scope ", scope_name(g.scope()), ")");
-  Algorithm a = pick(g, OpKind::broadcast, o.count * t.size, o.algorithm, what);
+  Algorithm a = pick(g, OpKind::broadcast, o.count * t.size, resolve_algorithm(o.algorithm, false), what);
   OpContext op(c, op_name(OpKind::broadcast, a, g), o.tag, c.timeout_or_default(o.timeout));
   CollectiveRecord rec = make_record(OpKind::broadcast, a, g, o.count, o.dtype);
-  double latency = half_latency(c, g, a == Algorithm::native ? Algorithm::ring : a);
+  double latency = broadcast_latency(c, g, a, o.root);
   size_t seg_bytes = seg_elems(c, o, t) * t.size;
   size_t bytes = o.count * t.size;
   if (a == Algorithm::native) {
@@ -473,39 +504,43 @@ CollectiveRecord halo_exchange(const Group& g, const HaloOptions& o) {
                c.timeout_or_default(o.timeout));
   CollectiveRecord rec = make_record(OpKind::halo, Algorithm::auto_, g, o.count[0], o.dtype);
   rec.algorithm = "direct";
+  // The node of the group next to `node` towards d, or -1 at an open edge.
+  auto neighbour = [&](int node, int d) -> int {
+    if (!dirs[d]) return -1;
+    Coord nb = g.member_coord(g.member_of(node));
+    switch (static_cast<Direction>(d)) {
+      case Direction::east: ++nb.col; break;
+      case Direction::west: --nb.col; break;
+      case Direction::south: ++nb.row; break;
+      case Direction::north: --nb.row; break;
+    }
+    if (nb.row < 0 || nb.row >= g.rows() || nb.col < 0 || nb.col >= g.cols()) {
+      if (!o.periodic) return -1;
+      nb.row = (nb.row + g.rows()) % g.rows();
+      nb.col = (nb.col + g.cols()) % g.cols();
+    }
+    return g.node_of(node, nb.row * g.cols() + nb.col);
+  };
+  // The slowest route of this rank's messages (a periodic wrap crosses the whole row or column).
   double latency = 0;
-  for (const auto& ln : c.local_nodes()) {
-    for (int d = 0; d < 4; ++d)
-      if (dirs[d] && c.mesh().link_exists(ln * 4 + d)) latency = std::max(latency, c.mesh().link_spec(c.mesh().link(ln * 4 + d)).latency);
+  for (int ln : c.local_nodes()) {
+    for (int d = 0; d < 4; ++d) {
+      int nb = neighbour(ln, d);
+      if (nb >= 0) latency = std::max(latency, c.mesh().route_latency(ln, nb));
+    }
   }
   return c.run(rec, op, latency, [&](NodeCtx& n) {
-    Coord mc = g.member_coord(g.member_of(n.node()));
     const auto& buf = o.nodes[n.local()];
     std::vector<NodeCtx::Pending> ps;
-    auto neighbour = [&](int d) -> int {
-      Coord nb = mc;
-      switch (static_cast<Direction>(d)) {
-        case Direction::east: ++nb.col; break;
-        case Direction::west: --nb.col; break;
-        case Direction::south: ++nb.row; break;
-        case Direction::north: --nb.row; break;
-      }
-      if (nb.row < 0 || nb.row >= g.rows() || nb.col < 0 || nb.col >= g.cols()) {
-        if (!o.periodic) return -1;
-        nb.row = (nb.row + g.rows()) % g.rows();
-        nb.col = (nb.col + g.cols()) % g.cols();
-      }
-      return g.node_of(n.node(), nb.row * g.cols() + nb.col);
-    };
     // The message a node sends towards d carries sub-tag 1 + d, so that two directions to the
     // same neighbour (a periodic group of two) stay apart.
     for (int d = 0; d < 4; ++d) {
-      int nb = dirs[d] ? neighbour(d) : -1;
+      int nb = neighbour(n.node(), d);
       int opp = d ^ 1;
       if (nb >= 0) ps.push_back(n.recv(nb, 1 + opp, buf.recv[d], o.count[opp] * t.size));
     }
     for (int d = 0; d < 4; ++d) {
-      int nb = dirs[d] ? neighbour(d) : -1;
+      int nb = neighbour(n.node(), d);
       if (nb >= 0) ps.push_back(n.send(nb, 1 + d, buf.send[d], o.count[d] * t.size));
     }
     n.wait_all(ps);

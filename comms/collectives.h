@@ -87,7 +87,8 @@ struct HaloOptions : CollectiveOptions {
 
 // Point to point between two nodes (mesh linear indices). send() runs on the rank hosting
 // `from`, recv() on the rank hosting `to`; when both are hosted by one rank, send() copies the
-// data and returns at once, so the pair may be called in either order from one thread.
+// data and returns at once, so one thread calls send() and then recv() (a recv() first waits
+// for a send that cannot come until its deadline, then throws TimeoutError).
 struct SendRecvOptions : CollectiveOptions {
   int from = 0, to = 0;
   void* buffer = nullptr;  // send: read; recv: written

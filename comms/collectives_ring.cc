@@ -89,7 +89,9 @@ void ring_reduce_scatter(NodeCtx& n, const Ring& ring, const std::vector<Chunk>&
   for (int s = 0; s <= m - 2; ++s)
     for (const Segment& g : segments(chunk_at(s + 2), seg_elems)) items.push_back({s, g});
   constexpr size_t kSlots = 4;
-  const size_t slot_bytes = seg_elems * es;
+  size_t slot_elems = 0;  // the largest incoming segment, not seg_elems (which may be huge)
+  for (const Item& it : items) slot_elems = std::max(slot_elems, it.seg.len);
+  const size_t slot_bytes = slot_elems * es;
   char* slots = scratch(kSlots * slot_bytes);
   std::vector<NodeCtx::Pending> recvs(items.size());
   auto post = [&](size_t j) {

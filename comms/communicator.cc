@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
+#include <system_error>
 #include <thread>
 
 namespace tessera::comms {
@@ -255,7 +256,16 @@ CollectiveRecord MeshComm::run(CollectiveRecord rec, OpContext& op, double laten
   } else {
     std::vector<std::thread> threads;
     threads.reserve(n - 1);
-    for (size_t i = 1; i < n; ++i) threads.emplace_back(body, i);
+    try {
+      for (size_t i = 1; i < n; ++i) threads.emplace_back(body, i);
+    } catch (const std::system_error& e) {
+      // The nodes of a call wait on each other, so a partial set would only time out.
+      op.cancelled = true;
+      for (auto& t : threads) t.join();
+      TESSERA_THROW(OutOfMemoryError, op.name, " on rank ", rank(), ": this rank hosts ", n,
+                    " nodes and runs each as a thread; thread ", threads.size() + 1,
+                    " could not be started (", e.what(), "); spread the mesh over more ranks");
+    }
     body(0);
     for (auto& t : threads) t.join();
   }

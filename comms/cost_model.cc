@@ -25,15 +25,19 @@ Algorithm algorithm_from_name(std::string_view s) {
                 "' (choose ring, mesh2d, native or auto)");
 }
 
-Algorithm resolve_algorithm(Algorithm option) {
+Algorithm resolve_algorithm(Algorithm option, bool allreduce) {
   if (option != Algorithm::auto_) return option;
-  const char* env = std::getenv("TESSERA_ALLREDUCE_ALGO");
+  const char* name = "TESSERA_ALLREDUCE_ALGO";
+  const char* env = allreduce ? std::getenv(name) : nullptr;
+  if (!env || !*env) {
+    name = "TESSERA_COLLECTIVE_ALGO";
+    env = std::getenv(name);
+  }
   if (!env || !*env) return Algorithm::auto_;
   try {
     return algorithm_from_name(env);
   } catch (const ValueError&) {
-    TESSERA_THROW(ValueError, "TESSERA_ALLREDUCE_ALGO='", env,
-                  "' is not an algorithm (choose ring, mesh2d, native or auto)");
+    TESSERA_THROW(ValueError, name, "='", env, "' is not an algorithm (choose ring, mesh2d, native or auto)");
   }
 }
 

@@ -1,7 +1,8 @@
 // α-β cost model for collective algorithms; chooses the all-reduce algorithm (NCCL-style: a
 // latency + bandwidth model per message size, overridable).
 //
-//   Algorithm a = resolve_algorithm(opts.algorithm);   // option, else TESSERA_ALLREDUCE_ALGO
+//   Algorithm a = resolve_algorithm(opts.algorithm);   // option, else TESSERA_ALLREDUCE_ALGO,
+//                                                       // else TESSERA_COLLECTIVE_ALGO
 //   if (a == Algorithm::auto_) a = choose_allreduce(bytes, geometry, params).algorithm;
 //
 // A message of n bytes over an edge costs α + n/β. A ring step is paced by its slowest edge,
@@ -34,8 +35,10 @@ enum class Algorithm : uint8_t { auto_ = 0, ring = 1, mesh2d = 2, native = 3 };
 const char* algorithm_name(Algorithm a);  // "auto", "ring", "mesh2d", "native"
 // ValueError naming the string and the choices.
 Algorithm algorithm_from_name(std::string_view s);
-// The option if it is not auto_, else TESSERA_ALLREDUCE_ALGO (ring|mesh2d|native|auto), else auto_.
-Algorithm resolve_algorithm(Algorithm option);
+// The option unless it is auto, else the environment: TESSERA_ALLREDUCE_ALGO (all-reduce only),
+// then TESSERA_COLLECTIVE_ALGO (every collective with a choice of algorithm: all-reduce,
+// reduce-scatter, all-gather, broadcast). ValueError names the variable if its value is bad.
+Algorithm resolve_algorithm(Algorithm option, bool allreduce = true);
 
 struct AlphaBeta {
   double alpha = 0;  // s per message

@@ -234,12 +234,20 @@ void LinkStats::merge(const LinkStats& o) {
     auto& mine = table_[id];
     for (int k = 0; k < kNumOpKinds; ++k) mine[k] += pk[k];
   }
-  for (size_t i = 0; i < o.records_.size(); ++i) {
-    const CollectiveRecord& r = o.records_[i];
-    if (i >= records_.size()) {
-      records_.push_back(r);
+  auto same_call = [](const CollectiveRecord& a, const CollectiveRecord& b) {
+    return a.kind == b.kind && a.algorithm == b.algorithm && a.scope == b.scope && a.count == b.count &&
+           a.dtype == b.dtype;
+  };
+  size_t next = 0;  // records_ before this are paired or inserted
+  for (const CollectiveRecord& r : o.records_) {
+    size_t i = next;
+    while (i < records_.size() && !same_call(records_[i], r)) ++i;
+    if (i == records_.size()) {
+      records_.insert(records_.begin() + static_cast<std::ptrdiff_t>(next), r);
+      ++next;
       continue;
     }
+    next = i + 1;
     CollectiveRecord& m = records_[i];
     m.payload_bytes += r.payload_bytes;
     m.link_bytes += r.link_bytes;

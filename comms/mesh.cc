@@ -2,6 +2,7 @@
 #include <tessera/proto/mesh.pb.h>
 
 #include <algorithm>
+#include <set>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -122,11 +123,20 @@ void Mesh::validate() const {
                   " B/s, ", l->latency, " s)");
   }
   TESSERA_CHECK(node_.sram_bytes > 0, "mesh '", n, "': node SRAM must be > 0 bytes");
+  for (double v : {node_.clock_hz, node_.peak_f32, node_.peak_bf16, node_.peak_cfp8}) {
+    TESSERA_CHECK(v >= 0 && std::isfinite(v), "mesh '", n,
+                  "': node clock and peak FLOP/s must be finite and >= 0 (got ", v, ")");
+  }
+  std::set<std::pair<int, int>> seen;
   for (Coord c : disabled_in_chip_) {
     TESSERA_CHECK(c.row >= 0 && c.row < chip_rows_ && c.col >= 0 && c.col < chip_cols_,
                   "mesh '", n, "': disabled node ", to_string(c), " is outside the ", chip_rows_,
                   "x", chip_cols_, " chip");
+    TESSERA_CHECK(seen.insert({c.row, c.col}).second, "mesh '", n, "': disabled node ", to_string(c),
+                  " is listed twice");
   }
+  TESSERA_CHECK(seen.size() < static_cast<size_t>(chip_rows_) * chip_cols_, "mesh '", n,
+                "': every node of the ", chip_rows_, "x", chip_cols_, " chip is disabled");
 }
 
 int Mesh::num_working_nodes() const {

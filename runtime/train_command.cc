@@ -48,7 +48,16 @@ const char* kTrainUsage =
     "  --cfp8-rounding R      nearest | stochastic (cfp8 operands; default nearest)\n"
     "  --cfp8-margin M        headroom in powers of two above the amax history (default 0)\n"
     "  --no-loss-scaling      disable dynamic loss scaling for bf16 / cfp8\n"
-    "  --no-progress          no progress bar\n";
+    "  --no-progress          no progress bar\n"
+    "data parallel on an emulated mesh (the global batch is --batch-size per node):\n"
+    "  --mesh M               RxC (e.g. 2x2) or a preset: node | d1 | tile | exapod | cpu:RxC\n"
+    "  --transport T          loopback (ranks are threads of this process) | mpi (under mpirun)\n"
+    "                         | grpc (under tessera launch) (default loopback)\n"
+    "  --ranks R              loopback ranks; each hosts a block of nodes (default: one per node,\n"
+    "                         at most 64)\n"
+    "  --bucket-mb MB         gradient all-reduce bucket size (default 4)\n"
+    "  --allreduce A          auto | ring | mesh2d | native (mpi only) (default auto: the cost model)\n"
+    "  --links FILE           write the per-link table (CSV) after training\n";
 
 namespace {
 
@@ -95,6 +104,14 @@ void print_summary(const Trainer& t, const std::vector<EpochReport>& reports, st
 std::pair<Dataset, Dataset> load_data(const TrainOptions& o, const std::string& data_dir, bool chief) {
   if (chief) std::cout << "loading Fashion-MNIST from " << data_dir << "\n";
   return {load_fashion_mnist(data_dir, Split::train), load_fashion_mnist(data_dir, Split::test)};
+}
+
+// Every node takes --batch-size images of each global batch, so the training set must hold one.
+void check_global_batch(const TrainOptions& o, int nodes, const Dataset& train) {
+  const int64_t global = o.batch_size * static_cast<int64_t>(nodes);
+  TESSERA_CHECK(global <= static_cast<int64_t>(train.size()), "a global batch of ", global, " images (",
+                o.batch_size, " per node x ", nodes, " nodes) is larger than the training set of ",
+                train.size(), "; use a smaller mesh or --batch-size");
 }
 
 int train_single(TrainOptions o, const std::string& data_dir) {
@@ -172,8 +189,22 @@ int train_mesh(TrainOptions o, const std::string& data_dir, const comms::Mesh& m
                int loopback_ranks, const GradientSyncOptions& sync_opt, const std::string& links_csv) {
   const int nodes = mesh.rows() * mesh.cols();
   if (transport == "loopback") {
-    int ranks = loopback_ranks > 0 ? loopback_ranks : nodes;
+    // Each loopback rank is a thread with its own trainer: one per node up to kMaxDefaultRanks,
+    // beyond that the largest count of ranks up to it that tiles the mesh.
+    constexpr int kMaxDefaultRanks = 64, kMaxRanks = 256;
+    int ranks = loopback_ranks;
+    for (int r = std::min(nodes, kMaxDefaultRanks); ranks <= 0 && r >= 1; --r) {
+      try {
+        comms::Placement::make(mesh, r);
+        ranks = r;
+      } catch (const ValueError&) {
+      }
+    }
+    TESSERA_CHECK(ranks <= kMaxRanks, "option --ranks: ", ranks, " loopback ranks would be ", ranks,
+                  " threads, each with its own model; use at most ", kMaxRanks, " (a rank hosts a block of nodes)");
+    comms::Placement::make(mesh, ranks);  // a clear message if --ranks does not tile the mesh
     auto [train, test] = load_data(o, data_dir, true);
+    check_global_batch(o, nodes, train);
     auto hub = comms::loopback::Hub::create(ranks);
     std::vector<RankResult> results(static_cast<size_t>(ranks));
     std::vector<std::exception_ptr> errors(static_cast<size_t>(ranks));
@@ -212,6 +243,7 @@ int train_mesh(TrainOptions o, const std::string& data_dir, const comms::Mesh& m
   }
   bool chief = t->rank() == 0;
   auto [train, test] = load_data(o, data_dir, chief);
+  check_global_batch(o, nodes, train);
   o.progress = o.progress && chief;
   RankResult res = run_rank(o, train, test, mesh, t, sync_opt, links_csv);
   if (chief) std::cout << res.report;

@@ -68,6 +68,54 @@ TEST(Collectives, AutoChoosesMesh2dOnA2dGridAndHonoursTheEnvironment) {
   for (auto& e : errors) EXPECT_EQ(e, "");
 }
 
+// TESSERA_COLLECTIVE_ALGO forces every collective with a choice; TESSERA_ALLREDUCE_ALGO
+// overrides it for all-reduce only.
+TEST(Collectives, CollectiveEnvironmentForcesEveryCollective) {
+  ::setenv("TESSERA_COLLECTIVE_ALGO", "ring", 1);
+  ::setenv("TESSERA_ALLREDUCE_ALGO", "mesh2d", 1);
+  Mesh mesh = Mesh::parse("2x2");  // auto picks mesh2d here for every kind
+  auto errors = testing::run_loopback(mesh, 1, [&](MeshComm& c) {
+    std::vector<std::vector<float>> in(4, std::vector<float>(8, 1.0f)), out(4, std::vector<float>(8, 0.0f));
+    auto expect = [](const CollectiveRecord& r, const char* want) {
+      if (r.algorithm != want) throw std::runtime_error("expected " + std::string(want) + ", got " + r.algorithm);
+    };
+    AllreduceOptions ar;
+    ar.count = 8;
+    ReduceScatterOptions rs;
+    rs.count = 2;
+    AllgatherOptions ag;
+    ag.count = 2;
+    BroadcastOptions bc;
+    bc.count = 8;
+    for (int i = 0; i < 4; ++i) {
+      ar.inputs.push_back(in[i].data());
+      ar.outputs.push_back(out[i].data());
+      rs.inputs.push_back(in[i].data());
+      rs.outputs.push_back(out[i].data());
+      ag.inputs.push_back(in[i].data());
+      ag.outputs.push_back(out[i].data());
+      bc.buffers.push_back(out[i].data());
+    }
+    expect(allreduce(c.world(), ar), "mesh2d");
+    expect(reduce_scatter(c.world(), rs), "ring");
+    expect(allgather(c.world(), ag), "ring");
+    expect(broadcast(c.world(), bc), "ring");
+    bc.algorithm = Algorithm::mesh2d;  // the option wins over the environment
+    expect(broadcast(c.world(), bc), "mesh2d");
+  });
+  ::unsetenv("TESSERA_ALLREDUCE_ALGO");
+  EXPECT_EQ(resolve_algorithm(Algorithm::auto_), Algorithm::ring);  // all-reduce falls back to it
+  ::setenv("TESSERA_COLLECTIVE_ALGO", "fastest", 1);
+  try {
+    resolve_algorithm(Algorithm::auto_, false);
+    ADD_FAILURE();
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("TESSERA_COLLECTIVE_ALGO='fastest'"), std::string::npos) << e.what();
+  }
+  ::unsetenv("TESSERA_COLLECTIVE_ALGO");
+  for (auto& e : errors) EXPECT_EQ(e, "");
+}
+
 TEST(Collectives, EnvironmentForcesTheAlgorithm) {
   ::setenv("TESSERA_ALLREDUCE_ALGO", "ring", 1);
   EXPECT_EQ(resolve_algorithm(Algorithm::auto_), Algorithm::ring);

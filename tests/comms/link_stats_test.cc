@@ -131,5 +131,83 @@ TEST(LinkStats, SerializeRoundTripAndCorruption) {
   EXPECT_THROW(LinkStats::deserialize(m, "junk"), RemoteError);
 }
 
+// The latency term follows the messages' real routes: a chain broadcast on a line, and a
+// periodic halo exchange whose wrap-around message crosses the whole row.
+TEST(LinkStats, BroadcastAndPeriodicHaloLatencyFollowTheRoutes) {
+  Mesh m = Mesh::parse("1x8");  // every hop 2 ns, 512 GB/s
+  auto errors = testing::run_loopback(m, 8, [&](MeshComm& c) {
+    const int me = c.local_nodes()[0];
+    float x = 1.0f;
+    BroadcastOptions b;
+    b.buffers = {&x};
+    b.count = 1;
+    b.root = 3;
+    b.algorithm = Algorithm::mesh2d;  // outwards from column 3: 4 hops to column 7
+    auto rec = broadcast(c.world(), b);
+    if (me == 3) {
+      EXPECT_NEAR(rec.emulated_s, 4 * 2e-9 + 4 / 512e9, 1e-18);  // the root sends 4 bytes
+    }
+    b.algorithm = Algorithm::ring;    // 3 -> 7 (4 hops), the wrap 7 -> 0 (7), 0 -> 2 (2)
+    rec = broadcast(c.world(), b);
+    if (me == 3) {
+      EXPECT_NEAR(rec.emulated_s, 13 * 2e-9 + 4 / 512e9, 1e-18);
+    }
+    EXPECT_EQ(x, 1.0f);
+
+    float out[2] = {0, 0};
+    HaloOptions h;
+    h.count = {1, 1, 0, 0};
+    h.periodic = true;
+    h.nodes.resize(1);
+    h.nodes[0].send = {&x, &x, nullptr, nullptr};
+    h.nodes[0].recv = {&out[0], &out[1], nullptr, nullptr};
+    rec = halo_exchange(c.world(), h);
+    if (me == 0) {
+      // West wraps to column 7 over 7 eastward links; link 0->1 carries both messages.
+      EXPECT_NEAR(rec.emulated_s, 7 * 2e-9 + 8 / 512e9, 1e-18);
+    } else if (me == 3) {
+      EXPECT_NEAR(rec.emulated_s, 2e-9 + 4 / 512e9, 1e-18);
+    }
+  });
+  for (auto& e : errors) EXPECT_EQ(e, "");
+}
+
+// Ranks 0 and 1 exchange a message that rank 2 takes no part in, then all three all-reduce:
+// the merge pairs the all-reduces with each other, not rank 2's all-reduce with the send.
+TEST(LinkStats, MergePairsRecordsByCallNotByPosition) {
+  Mesh m = Mesh::parse("1x3");
+  auto add = [&](LinkStats& s, OpKind kind, const char* algorithm, uint64_t bytes, double measured) {
+    CollectiveRecord r;
+    r.kind = kind;
+    r.algorithm = algorithm;
+    r.scope = "world";
+    r.count = bytes / 4;
+    r.measured_s = measured;
+    Charges ch;
+    ch.add(m, 0, 1, bytes);
+    s.record(r, ch, 0);
+  };
+  LinkStats r0(m), r1(m), r2(m);
+  add(r0, OpKind::sendrecv, "p2p", 100, 1.0);
+  add(r0, OpKind::allreduce, "ring", 800, 2.0);
+  add(r1, OpKind::sendrecv, "p2p", 100, 1.5);
+  add(r1, OpKind::allreduce, "ring", 800, 3.0);
+  add(r2, OpKind::allreduce, "ring", 800, 4.0);
+  add(r2, OpKind::barrier, "ring", 0, 0.5);  // a call only rank 2 has recorded
+  LinkStats all = r0;
+  all.merge(r2);
+  all.merge(r1);
+  auto recs = all.records();
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[0].kind, OpKind::sendrecv);
+  EXPECT_EQ(recs[0].payload_bytes, 200u);
+  EXPECT_DOUBLE_EQ(recs[0].measured_s, 1.5);
+  EXPECT_EQ(recs[1].kind, OpKind::allreduce);
+  EXPECT_EQ(recs[1].payload_bytes, 3u * 800);
+  EXPECT_DOUBLE_EQ(recs[1].measured_s, 4.0);
+  EXPECT_EQ(recs[2].kind, OpKind::barrier);
+  EXPECT_EQ(all.total_link_bytes(), 2u * 100 + 3u * 800);
+}
+
 }  // namespace
 }  // namespace tessera::comms

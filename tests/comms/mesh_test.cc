@@ -158,6 +158,15 @@ TEST(MeshProto, RoundTripEveryPreset) {
   bad = Mesh::parse("2x2").to_proto();
   bad.set_rows(1u << 20);
   EXPECT_THROW(Mesh::from_proto(bad), ValueError);
+  // d1 fuses off 6 of its 360 nodes: the same node listed twice is refused, not counted twice.
+  bad = Mesh::parse("d1").to_proto();
+  ASSERT_GT(bad.disabled_in_chip_size(), 0);
+  *bad.add_disabled_in_chip() = bad.disabled_in_chip(0);
+  EXPECT_THROW(Mesh::from_proto(bad), ValueError);
+  bad = Mesh::parse("2x2").to_proto();
+  ASSERT_GT(bad.node().peak_size(), 0);
+  bad.mutable_node()->mutable_peak(0)->set_flops_per_s(-1);
+  EXPECT_THROW(Mesh::from_proto(bad), ValueError);
 }
 
 TEST(Placement, BlocksForEveryDivisor) {
