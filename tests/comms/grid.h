@@ -250,7 +250,6 @@ inline std::vector<Case> grid(bool big, bool with_e5m2 = true) {
           for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d}) {
             for (bool ip : {false, true}) {
               if (kind == OpKind::broadcast && ip) continue;
-              if (s != Scope::world && (n == 7 || t == DType::cfp8_e4m3)) continue;  // keep it fast
               Case k;
               k.kind = kind;
               k.scope = s;
@@ -271,6 +270,18 @@ inline std::vector<Case> grid(bool big, bool with_e5m2 = true) {
       k.count = 1009;
       k.dtype = DType::cfp8_e5m2;
       k.algorithm = a;
+      out.push_back(k);
+    }
+  }
+  // Segments smaller than one element (chunk_bytes rounds up to one element per message).
+  for (OpKind kind : {OpKind::allreduce, OpKind::reduce_scatter, OpKind::allgather, OpKind::broadcast}) {
+    for (size_t chunk : {size_t{1}, size_t{3}}) {
+      Case k;
+      k.kind = kind;
+      k.count = 7;
+      k.dtype = DType::bf16;
+      k.algorithm = Algorithm::mesh2d;
+      k.chunk_bytes = chunk;
       out.push_back(k);
     }
   }
@@ -310,12 +321,35 @@ inline std::vector<Case> grid(bool big, bool with_e5m2 = true) {
         }
       }
     }
-    Case k;
-    k.count = size_t{1} << 20;
-    k.dtype = DType::bf16;
-    k.algorithm = Algorithm::mesh2d;
-    k.chunk_bytes = 64 << 10;
-    out.push_back(k);
+    for (DType t : {DType::bf16, DType::cfp8_e4m3}) {
+      Case k;
+      k.count = size_t{1} << 20;
+      k.dtype = t;
+      k.algorithm = Algorithm::mesh2d;
+      k.chunk_bytes = 64 << 10;
+      out.push_back(k);
+    }
+    // Every other collective at this size (reduce-scatter and all-gather: blocks of 1<<18, so
+    // that the full buffer of a 4-node group is 1<<20), and all-reduce along rows and columns.
+    for (OpKind kind : {OpKind::reduce_scatter, OpKind::allgather, OpKind::broadcast}) {
+      for (Algorithm a : {Algorithm::ring, Algorithm::mesh2d}) {
+        Case k;
+        k.kind = kind;
+        k.count = kind == OpKind::broadcast ? size_t{1} << 20 : size_t{1} << 18;
+        k.algorithm = a;
+        k.chunk_bytes = size_t{1} << 20;
+        out.push_back(k);
+      }
+    }
+    for (Scope s : {Scope::rows, Scope::cols}) {
+      Case k;
+      k.scope = s;
+      k.count = size_t{1} << 20;
+      k.algorithm = Algorithm::mesh2d;
+      k.in_place = true;
+      k.chunk_bytes = size_t{1} << 20;
+      out.push_back(k);
+    }
   }
   return out;
 }
