@@ -36,6 +36,7 @@ namespace {
 
 struct NativeState {
   mpi::MpiTransport* t = nullptr;
+  std::timed_mutex call_mu;  // held by the rank's native collective in progress
   MPI_Comm rows = MPI_COMM_NULL, cols = MPI_COMM_NULL;
   MPI_Op bf16_ops[4] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
   MPI_Op cfp8_ops[4] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
@@ -67,40 +68,10 @@ struct Lock {
   ~Lock() { if (m) m->unlock(); }
 };
 
-NativeState& state(MeshComm& c) {
-  auto& slot = c.native_state();
-  if (!slot) {
-    auto* t = dynamic_cast<mpi::MpiTransport*>(&c.transport());
-    TESSERA_INTERNAL_ASSERT(t != nullptr, "native collectives without the mpi transport");
-    auto s = std::make_shared<NativeState>();
-    s->t = t;
-    const Placement& p = c.placement();
-    int r = c.rank();
-    Lock lock(t->serial());
-    MPI_Comm_split(t->comm(), r / p.grid_cols, r % p.grid_cols, &s->rows);
-    MPI_Comm_split(t->comm(), r % p.grid_cols, r / p.grid_cols, &s->cols);
-    for (int i = 0; i < 4; ++i) {
-      MPI_Op_create(user_reduce, 1, &s->bf16_ops[i]);
-      MPI_Op_create(user_reduce, 1, &s->cfp8_ops[i]);
-    }
-    slot = s;
-  }
-  return *static_cast<NativeState*>(slot.get());
-}
-
-MPI_Comm group_comm(MeshComm& c, const Group& g) {
-  NativeState& s = state(c);
-  switch (g.scope()) {
-    case Scope::world: return s.t->comm();
-    case Scope::rows: return s.rows;
-    case Scope::cols: return s.cols;
-  }
-  return s.t->comm();
-}
-
-void wait_native(MeshComm& c, MPI_Request& req, Deadline deadline, const char* call,
-                 std::chrono::milliseconds timeout) {
-  auto* t = state(c).t;
+// Polls a non-blocking MPI call against the deadline.
+// `group` names the ranks taking part, for the timeout message: MPI cannot say which is late.
+void wait_native(mpi::MpiTransport* t, int rank, MPI_Request& req, Deadline deadline, const std::string& call,
+                 std::chrono::milliseconds timeout, const std::string& group) {
   for (int i = 0;; ++i) {
     int flag = 0, rc;
     {
@@ -108,18 +79,106 @@ void wait_native(MeshComm& c, MPI_Request& req, Deadline deadline, const char* c
       rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) {
-      throw NetworkError(std::string(call) + " on rank " + std::to_string(c.rank()) +
-                         " failed: " + mpi::MpiTransport::error_string(rc));
+      throw NetworkError(call + " on rank " + std::to_string(rank) + " failed: " + mpi::MpiTransport::error_string(rc));
     }
     if (flag) return;
     if (Clock::now() >= deadline) {
-      throw TimeoutError(std::string(call) + " on rank " + std::to_string(c.rank()) +
-                         ": timed out after " + std::to_string(timeout.count()) +
-                         " ms: not every rank of the group took part in time");
+      throw TimeoutError(call + " on rank " + std::to_string(rank) + ": timed out after " +
+                         std::to_string(timeout.count()) + " ms: not every rank of " + group +
+                         " took part in time (MPI's collectives cannot say which; the ring and mesh2d algorithms name the peer)");
     }
     if (i > 64) std::this_thread::yield();
   }
 }
+
+std::mutex g_state_mu;  // guards every communicator's native_state() slot
+
+// Every native collective runs inside one NativeCall. It creates the communicator's native
+// state on first use and holds the state's call mutex, so that a rank never has two MPI
+// collectives in flight on one communicator from two threads (MPI forbids it). Calls must
+// still be started in the same order on every rank, as MPI requires.
+class NativeCall {
+ public:
+  NativeCall(MeshComm& c, const Group& g, const char* what, std::chrono::milliseconds timeout)
+      : c_(c), g_(g), what_(what), timeout_(timeout), deadline_(Clock::now() + timeout),
+        s_(create(c, what, deadline_, timeout)), lock_(s_.call_mu, std::defer_lock) {
+    if (!lock_.try_lock_until(deadline_)) {
+      throw TimeoutError(std::string(what) + "(native) on rank " + std::to_string(c.rank()) + ": timed out after " +
+                         std::to_string(timeout.count()) +
+                         " ms waiting for another native collective of this rank to finish");
+    }
+  }
+  NativeState& state() { return s_; }
+  Deadline deadline() const { return deadline_; }
+  std::string group_ranks() const { return ranks_of(c_, g_.scope()); }
+  MPI_Comm comm() const {
+    switch (g_.scope()) {
+      case Scope::rows: return s_.rows;
+      case Scope::cols: return s_.cols;
+      default: return s_.t->comm();
+    }
+  }
+  // Polls `req` (an MPI call named `call`) against the deadline.
+  void wait(MPI_Request& req, const char* call) {
+    wait_native(s_.t, c_.rank(), req, deadline_, std::string(what_) + "(native): " + call, timeout_, group_ranks());
+  }
+
+ private:
+  // "ranks 0, 1, 2 and 3": the ranks of this rank's group of `scope`.
+  static std::string ranks_of(MeshComm& c, Scope scope) {
+    const Placement& p = c.placement();
+    const int r = c.rank();
+    std::vector<int> ranks;
+    for (int q = 0; q < p.ranks; ++q) {
+      bool same_row = q / p.grid_cols == r / p.grid_cols, same_col = q % p.grid_cols == r % p.grid_cols;
+      if (scope == Scope::world || (scope == Scope::rows && same_row) || (scope == Scope::cols && same_col))
+        ranks.push_back(q);
+    }
+    std::string out = ranks.size() == 1 ? "rank " : "ranks ";
+    for (size_t i = 0; i < ranks.size(); ++i)
+      out += (i == 0 ? "" : i + 1 == ranks.size() ? " and " : ", ") + std::to_string(ranks[i]);
+    return out;
+  }
+
+  static NativeState& create(MeshComm& c, const char* what, Deadline deadline, std::chrono::milliseconds timeout) {
+    std::lock_guard<std::mutex> lock(g_state_mu);
+    auto& slot = c.native_state();
+    if (slot) return *static_cast<NativeState*>(slot.get());
+    auto* t = dynamic_cast<mpi::MpiTransport*>(&c.transport());
+    TESSERA_INTERNAL_ASSERT(t != nullptr, "native collectives without the mpi transport");
+    auto s = std::make_shared<NativeState>();
+    s->t = t;
+    // MPI_Comm_split has no deadline: split only once every rank has arrived here, which a
+    // non-blocking barrier polled against the deadline shows.
+    MPI_Request arrived;
+    {
+      Lock l(t->serial());
+      MPI_Ibarrier(t->comm(), &arrived);
+    }
+    wait_native(t, c.rank(), arrived, deadline,
+                std::string(what) + "(native): MPI_Ibarrier before the first MPI_Comm_split", timeout,
+                ranks_of(c, Scope::world));
+    const Placement& p = c.placement();
+    int r = c.rank();
+    Lock l(t->serial());
+    MPI_Comm_split(t->comm(), r / p.grid_cols, r % p.grid_cols, &s->rows);
+    MPI_Comm_split(t->comm(), r % p.grid_cols, r / p.grid_cols, &s->cols);
+    for (int i = 0; i < 4; ++i) {
+      MPI_Op_create(user_reduce, 1, &s->bf16_ops[i]);
+      MPI_Op_create(user_reduce, 1, &s->cfp8_ops[i]);
+    }
+    slot = s;
+    return *s;
+  }
+
+  MeshComm& c_;
+  const Group& g_;
+  const char* what_;
+  std::chrono::milliseconds timeout_;
+  Deadline deadline_;
+  NativeState& s_;
+  std::unique_lock<std::timed_mutex> lock_;
+};
 
 MPI_Datatype mpi_type(const ElemType& t) {
   switch (t.dtype) {
@@ -129,7 +188,7 @@ MPI_Datatype mpi_type(const ElemType& t) {
   }
 }
 
-MPI_Op mpi_op(MeshComm& c, const ElemType& t, ReduceOp op) {
+MPI_Op mpi_op(NativeState& s, const ElemType& t, ReduceOp op) {
   if (t.dtype == DType::f32) {
     switch (op) {
       case ReduceOp::sum: return MPI_SUM;
@@ -138,7 +197,6 @@ MPI_Op mpi_op(MeshComm& c, const ElemType& t, ReduceOp op) {
       case ReduceOp::max: return MPI_MAX;
     }
   }
-  NativeState& s = state(c);
   const MPI_Op* ops = t.dtype == DType::bf16 ? s.bf16_ops : s.cfp8_ops;
   return ops[static_cast<unsigned>(op) & 3u];  // ReduceOp has 4 values
 }
@@ -181,11 +239,10 @@ bool native_available(MeshComm& c) {
 
 void native_allreduce(MeshComm& c, const Group& g, const AllreduceOptions& o) {
   ElemType t = ElemType::make(o.dtype, o.cfp8_bias);
-  auto timeout = c.timeout_or_default(o.timeout);
-  Deadline deadline = Clock::now() + timeout;
   if (o.count == 0) return;
   int n = mpi_count(o.count, "allreduce");
-  MPI_Comm comm = group_comm(c, g);
+  NativeCall call(c, g, "allreduce", c.timeout_or_default(o.timeout));
+  MPI_Comm comm = call.comm();
   int comm_size = 1;
   MPI_Comm_size(comm, &comm_size);
   std::unique_lock<std::mutex> user_lock(g_user_op_mu, std::defer_lock);
@@ -202,12 +259,12 @@ void native_allreduce(MeshComm& c, const Group& g, const AllreduceOptions& o) {
       MPI_Request req;
       int rc;
       {
-        Lock lock(state(c).t->serial());
-        rc = MPI_Iallreduce(MPI_IN_PLACE, acc, n, mpi_type(t), mpi_op(c, t, o.op), comm, &req);
+        Lock lock(call.state().t->serial());
+        rc = MPI_Iallreduce(MPI_IN_PLACE, acc, n, mpi_type(t), mpi_op(call.state(), t, o.op), comm, &req);
       }
       TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Iallreduce failed: ",
                        mpi::MpiTransport::error_string(rc));
-      wait_native(c, req, deadline, "allreduce(native): MPI_Iallreduce", timeout);
+      call.wait(req, "MPI_Iallreduce");
     }
     for (size_t k = 1; k < locals.size(); ++k) std::memcpy(o.outputs[locals[k]], acc, o.count * t.size);
   }
@@ -216,11 +273,10 @@ void native_allreduce(MeshComm& c, const Group& g, const AllreduceOptions& o) {
 void native_reduce_scatter(MeshComm& c, const Group& g, const ReduceScatterOptions& o) {
   require_one_node_per_rank(c, "reduce_scatter");
   ElemType t = ElemType::make(o.dtype, o.cfp8_bias);
-  auto timeout = c.timeout_or_default(o.timeout);
-  Deadline deadline = Clock::now() + timeout;
   if (o.count == 0) return;
   int n = mpi_count(o.count, "reduce_scatter");
   mpi_count(o.count * static_cast<size_t>(g.size()), "reduce_scatter");
+  NativeCall call(c, g, "reduce_scatter", c.timeout_or_default(o.timeout));
   std::unique_lock<std::mutex> user_lock(g_user_op_mu, std::defer_lock);
   if (t.dtype != DType::f32) {
     user_lock.lock();
@@ -230,47 +286,45 @@ void native_reduce_scatter(MeshComm& c, const Group& g, const ReduceScatterOptio
   MPI_Request req;
   int rc;
   {
-    Lock lock(state(c).t->serial());
-    rc = MPI_Ireduce_scatter_block(o.inputs[0], o.outputs[0], n, mpi_type(t), mpi_op(c, t, o.op),
-                                   group_comm(c, g), &req);
+    Lock lock(call.state().t->serial());
+    rc = MPI_Ireduce_scatter_block(o.inputs[0], o.outputs[0], n, mpi_type(t), mpi_op(call.state(), t, o.op),
+                                   call.comm(), &req);
   }
   TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Ireduce_scatter_block failed: ",
                    mpi::MpiTransport::error_string(rc));
-  wait_native(c, req, deadline, "reduce_scatter(native): MPI_Ireduce_scatter_block", timeout);
+  call.wait(req, "MPI_Ireduce_scatter_block");
 }
 
 void native_allgather(MeshComm& c, const Group& g, const AllgatherOptions& o) {
   require_one_node_per_rank(c, "allgather");
   ElemType t = ElemType::make(o.dtype, o.cfp8_bias);
-  auto timeout = c.timeout_or_default(o.timeout);
-  Deadline deadline = Clock::now() + timeout;
   if (o.count == 0) return;
   int n = mpi_count(o.count * t.size, "allgather");
   mpi_count(o.count * t.size * static_cast<size_t>(g.size()), "allgather");
+  NativeCall call(c, g, "allgather", c.timeout_or_default(o.timeout));
   MPI_Request req;
   int rc;
   {
-    Lock lock(state(c).t->serial());
-    rc = MPI_Iallgather(o.inputs[0], n, MPI_BYTE, o.outputs[0], n, MPI_BYTE, group_comm(c, g), &req);
+    Lock lock(call.state().t->serial());
+    rc = MPI_Iallgather(o.inputs[0], n, MPI_BYTE, o.outputs[0], n, MPI_BYTE, call.comm(), &req);
   }
   TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Iallgather failed: ",
                    mpi::MpiTransport::error_string(rc));
-  wait_native(c, req, deadline, "allgather(native): MPI_Iallgather", timeout);
+  call.wait(req, "MPI_Iallgather");
 }
 
 void native_broadcast(MeshComm& c, const Group& g, const BroadcastOptions& o) {
   ElemType t = ElemType::make(o.dtype, o.cfp8_bias);
-  auto timeout = c.timeout_or_default(o.timeout);
-  Deadline deadline = Clock::now() + timeout;
   if (o.count == 0) return;
   int n = mpi_count(o.count * t.size, "broadcast");
-  MPI_Comm comm = group_comm(c, g);
+  NativeCall call(c, g, "broadcast", c.timeout_or_default(o.timeout));
+  MPI_Comm comm = call.comm();
   const Placement& p = c.placement();
   for (const auto& locals : local_groups(c, g)) {
     int any = c.local_nodes()[locals[0]];
     int root_node = g.node_of(any, o.root);
     int root_rank = p.rank_of(root_node);
-    // Rank of root_rank inside the group communicator (see state(): split keys).
+    // Rank of root_rank inside the group communicator (see NativeCall::create(): split keys).
     int root_in_comm = g.scope() == Scope::world ? root_rank
                        : g.scope() == Scope::rows ? root_rank % p.grid_cols
                                                   : root_rank / p.grid_cols;
@@ -281,12 +335,12 @@ void native_broadcast(MeshComm& c, const Group& g, const BroadcastOptions& o) {
       MPI_Request req;
       int rc;
       {
-        Lock lock(state(c).t->serial());
+        Lock lock(call.state().t->serial());
         rc = MPI_Ibcast(buf, n, MPI_BYTE, root_in_comm, comm, &req);
       }
       TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Ibcast failed: ",
                        mpi::MpiTransport::error_string(rc));
-      wait_native(c, req, deadline, "broadcast(native): MPI_Ibcast", timeout);
+      call.wait(req, "MPI_Ibcast");
     }
     for (int l : locals) {
       if (o.buffers[l] != buf) std::memcpy(o.buffers[l], buf, o.count * t.size);
@@ -295,13 +349,14 @@ void native_broadcast(MeshComm& c, const Group& g, const BroadcastOptions& o) {
 }
 
 void native_barrier(MeshComm& c, std::chrono::milliseconds timeout) {
-  Deadline deadline = Clock::now() + timeout;
+  Group world(c, Scope::world);
+  NativeCall call(c, world, "barrier", timeout);
   MPI_Request req;
   {
-    Lock lock(state(c).t->serial());
-    MPI_Ibarrier(state(c).t->comm(), &req);
+    Lock lock(call.state().t->serial());
+    MPI_Ibarrier(call.state().t->comm(), &req);
   }
-  wait_native(c, req, deadline, "barrier(native): MPI_Ibarrier", timeout);
+  call.wait(req, "MPI_Ibarrier");
 }
 
 #endif

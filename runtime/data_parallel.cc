@@ -7,18 +7,70 @@ namespace tessera {
 
 GradientSync::GradientSync(comms::MeshComm& comm, GradientSyncOptions o) : comm_(comm), opt_(o) {
   TESSERA_CHECK(o.bucket_bytes >= 4, "gradient bucket of ", o.bucket_bytes, " bytes is too small");
+  worker_ = std::thread([this] { run_worker(); });
 }
 
 GradientSync::~GradientSync() {
-  for (auto& b : buckets_) {
-    if (b.done.valid()) b.done.wait();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
   }
+  cv_.notify_all();
+  worker_.join();  // a collective in progress ends by its deadline at the latest
+}
+
+void GradientSync::run_worker() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || (step_open_ && next_ < buckets_.size() && buckets_[next_].full); });
+    if (stop_) return;
+    const size_t b = next_;
+    busy_ = true;
+    const bool failed = error_ != nullptr;
+    lock.unlock();
+    std::exception_ptr e;
+    if (!failed) {  // after a failure the communicator is unusable: the rest are skipped
+      try {
+        reduce_bucket(b);
+      } catch (...) {
+        e = std::current_exception();
+      }
+    }
+    lock.lock();
+    if (e && !error_) error_ = e;
+    busy_ = false;
+    ++next_;
+    cv_.notify_all();
+  }
+}
+
+void GradientSync::reduce_bucket(size_t bi) {
+  Bucket& b = buckets_[bi];
+  // Tags: one per bucket, so that a late message of a previous step or bucket cannot match.
+  uint64_t tag = (step_ * buckets_.size() + bi) % comm_.max_user_tag();
+  comms::AllreduceOptions o;
+  for (auto& buf : b.buffers) {
+    o.inputs.push_back(buf.data());
+    o.outputs.push_back(buf.data());
+  }
+  o.count = b.elems;
+  o.dtype = DType::f32;
+  o.tag = tag;
+  o.algorithm = opt_.algorithm;
+  auto t0 = std::chrono::steady_clock::now();
+  comms::allreduce(comm_.world(), o);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::lock_guard<std::mutex> lock(mu_);
+  comm_seconds_ += s;
 }
 
 int GradientSync::world_nodes() const { return comm_.mesh().rows() * comm_.mesh().cols(); }
 int GradientSync::local_nodes() const { return static_cast<int>(comm_.local_nodes().size()); }
 
 void GradientSync::begin(const std::vector<int64_t>& sizes) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !busy_; });  // a step abandoned mid-way may still be reducing
+  step_open_ = false;
   if (sizes != sizes_) {  // plan buckets once: gradients in reverse order (the backward's order)
     sizes_ = sizes;
     buckets_.clear();
@@ -35,11 +87,14 @@ void GradientSync::begin(const std::vector<int64_t>& sizes) {
     for (auto& b : buckets_) b.buffers.assign(static_cast<size_t>(local_nodes()), std::vector<float>(b.elems));
   }
   for (auto& b : buckets_) {
-    if (b.done.valid()) b.done.wait();
     b.pending = static_cast<int>(b.grads.size()) * local_nodes();
+    b.full = false;
   }
   held_.assign(static_cast<size_t>(local_nodes()), std::vector<Tensor>(sizes.size()));
   ++step_;
+  next_ = 0;
+  error_ = nullptr;
+  step_open_ = true;
 }
 
 void GradientSync::ready(int replica, int index, const Tensor& grad) {
@@ -50,42 +105,23 @@ void GradientSync::ready(int replica, int index, const Tensor& grad) {
   Bucket& b = buckets_[bi];
   std::memcpy(b.buffers[replica].data() + offset_in_bucket_[index], grad.data<float>(),
               static_cast<size_t>(sizes_[index]) * sizeof(float));
-  bool full;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    full = --b.pending == 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--b.pending == 0) {
+    b.full = true;
+    cv_.notify_all();
   }
-  if (full) launch(bi);
-}
-
-void GradientSync::launch(int bi) {
-  Bucket& b = buckets_[bi];
-  // Tags: one per bucket, so concurrent buckets never match each other's messages; the step
-  // number keeps a late message of a previous step from matching (calls are ordered anyway).
-  uint64_t tag = (step_ * buckets_.size() + static_cast<uint64_t>(bi)) % comm_.max_user_tag();
-  b.done = std::async(std::launch::async, [this, &b, tag] {
-    comms::AllreduceOptions o;
-    for (auto& buf : b.buffers) {
-      o.inputs.push_back(buf.data());
-      o.outputs.push_back(buf.data());
-    }
-    o.count = b.elems;
-    o.dtype = DType::f32;
-    o.tag = tag;
-    o.algorithm = opt_.algorithm;
-    auto t0 = std::chrono::steady_clock::now();
-    comms::allreduce(comm_.world(), o);
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::lock_guard<std::mutex> lock(mu_);
-    comm_seconds_ += s;
-  });
 }
 
 double GradientSync::finish(const std::vector<Tensor>& out, double local_loss_sum) {
-  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
-    Bucket& b = buckets_[bi];
-    TESSERA_INTERNAL_ASSERT(b.pending == 0, "bucket ", bi, " still misses ", b.pending, " gradients");
-    b.done.get();  // rethrows a CommError of the collective
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+      TESSERA_INTERNAL_ASSERT(buckets_[bi].pending == 0, "bucket ", bi, " still misses ", buckets_[bi].pending,
+                              " gradients");
+    }
+    cv_.wait(lock, [&] { return next_ == buckets_.size(); });
+    step_open_ = false;
+    if (error_) std::rethrow_exception(error_);  // a CommError of a bucket's collective
   }
   const float inv = 1.0f / static_cast<float>(world_nodes());
   for (size_t i = 0; i < sizes_.size(); ++i) {

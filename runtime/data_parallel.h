@@ -18,7 +18,10 @@
 #include <tessera/comms/communicator.h>
 #include <tessera/core/tensor.h>
 
-#include <future>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -54,10 +57,11 @@ class GradientSync {
     std::vector<int> grads;  // indices
     size_t elems = 0;
     int pending = 0;         // gradients (x replicas) not yet ready
+    bool full = false;       // every gradient is in; the worker may reduce it
     std::vector<std::vector<float>> buffers;  // one per hosted node
-    std::future<void> done;
   };
-  void launch(int b);
+  void run_worker();
+  void reduce_bucket(size_t b);
 
   comms::MeshComm& comm_;
   GradientSyncOptions opt_;
@@ -68,7 +72,17 @@ class GradientSync {
   std::vector<std::vector<Tensor>> held_;  // [replica][index]
   uint64_t step_ = 0;
   double comm_seconds_ = 0;
+  // One worker thread all-reduces the buckets of a step in bucket order, each as soon as it is
+  // full: every rank then starts the same collectives in the same order, which MPI's native
+  // collectives require (ring and mesh2d would also allow buckets in flight at once).
   std::mutex mu_;
+  std::condition_variable cv_;
+  size_t next_ = 0;        // the bucket the worker reduces next
+  bool step_open_ = false; // between begin() and finish()
+  bool busy_ = false;      // the worker is inside a collective
+  bool stop_ = false;
+  std::exception_ptr error_;  // the step's first failure
+  std::thread worker_;
 };
 
 }  // namespace tessera

@@ -4,6 +4,9 @@
 //   exit: rank 1 exits mid-collective. OpenMPI's default is to kill the whole job when a rank
 //         exits with an error; with --mca orte_abort_on_non_zero_status 0 the job survives and
 //         rank 0 must time out as above (it then leaves without MPI_Finalize: its peer is gone).
+//   native-late: rank 1 never makes its first native all-reduce (it sleeps); rank 0's first
+//         native call, which sets up MPI's row/column communicators, must still time out
+//         within the deadline, naming the operation and the ranks of the group.
 // Prints "PASS: ..." or "FAIL: ..." from rank 0.
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
@@ -32,7 +35,10 @@ int main(int argc, char** argv) {
   o.inputs = {v.data()};
   o.outputs = {v.data()};
   o.timeout = std::chrono::milliseconds(1000);
+  const bool native = mode == "native-late";
+  o.algorithm = native ? Algorithm::ring : Algorithm::mesh2d;
   allreduce(comm.world(), o);  // both alive: works
+  if (native) o.algorithm = Algorithm::native;
   if (comm.rank() == 1) {
     if (mode == "exit") {
       std::fflush(stdout);
@@ -49,7 +55,7 @@ int main(int argc, char** argv) {
     result = "FAIL: the all-reduce completed without rank 1";
   } catch (const TimeoutError& e) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bool names = std::strstr(e.what(), "rank 1") && std::strstr(e.what(), "allreduce");
+    bool names = std::strstr(e.what(), native ? "ranks 0 and 1" : "rank 1") && std::strstr(e.what(), "allreduce");
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.2f s", s);
     result = (names && s < 2.5 ? "PASS: rank 0 got TimeoutError after " : "FAIL: TimeoutError after ") +
