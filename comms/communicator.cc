@@ -91,7 +91,13 @@ void NodeCtx::wait(Pending& p) {
     if (op_.cancelled.load(std::memory_order_relaxed)) throw Cancelled{};
     auto now = Clock::now();
     if (now >= op_.deadline) {
-      if (p.req->test()) break;
+      bool done = false;
+      try {
+        done = p.req->test();
+      } catch (const CommError& e) {
+        fail(p, &e, false);
+      }
+      if (done) break;
       fail(p, nullptr, true);
     }
     bool done = false;

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +18,8 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <tuple>
 #include <thread>
 
@@ -97,10 +100,15 @@ int launch_command(const std::vector<std::string>& args) {
   std::vector<std::string> cmd(args.begin() + static_cast<long>(i) + 1, args.end());
   std::string coordinator = "127.0.0.1:" + std::to_string(free_port());
   std::vector<pid_t> pids;
+  const pid_t launcher = ::getpid();
   for (int r = 0; r < n; ++r) {
     pid_t pid = ::fork();
     TESSERA_CHECK_AS(Error, pid >= 0, "launch: fork failed: ", std::strerror(errno));
     if (pid == 0) {
+      // The ranks end with the launcher, however it ends (a kill of the launcher alone would
+      // otherwise leave them training, or waiting on each other until their deadline).
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != launcher) ::_exit(1);  // it ended before prctl took effect
       if (binding) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -122,20 +130,37 @@ int launch_command(const std::vector<std::string>& args) {
     pids.push_back(pid);
   }
   int failed_rank = -1, failed_status = 0, remaining = n;
+  // The ranks not yet reaped (only those may be killed: a reaped pid may belong to another process).
+  struct Alive {
+    std::mutex mu;
+    std::vector<pid_t> pids;
+  };
+  auto alive = std::make_shared<Alive>();
+  alive->pids = pids;
   while (remaining > 0) {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, 0);
     if (pid < 0) break;
     --remaining;
+    {
+      std::lock_guard<std::mutex> lock(alive->mu);
+      alive->pids.erase(std::remove(alive->pids.begin(), alive->pids.end(), pid), alive->pids.end());
+    }
     int rank = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!ok && failed_rank < 0) {
       failed_rank = rank;
       failed_status = status;
-      // Give the others their deadline to report the failure themselves, then stop them.
-      std::thread([pids] {
-        std::this_thread::sleep_for(std::chrono::seconds(90));
-        for (pid_t p : pids) ::kill(p, SIGTERM);
+      // Give the others their deadline (TESSERA_COMM_TIMEOUT_MS, default 60 s) and a little
+      // more to report the failure themselves, then end them (SIGKILL: a stopped or hung rank
+      // would not act on SIGTERM).
+      int64_t grace_ms = 60000;
+      if (const char* v = std::getenv("TESSERA_COMM_TIMEOUT_MS"); v && std::atoll(v) > 0) grace_ms = std::atoll(v);
+      grace_ms += 5000;
+      std::thread([alive, grace_ms] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(grace_ms));
+        std::lock_guard<std::mutex> lock(alive->mu);
+        for (pid_t p : alive->pids) ::kill(p, SIGKILL);
       }).detach();
     }
   }

@@ -245,7 +245,17 @@ int train_mesh(TrainOptions o, const std::string& data_dir, const comms::Mesh& m
   auto [train, test] = load_data(o, data_dir, chief);
   check_global_batch(o, nodes, train);
   o.progress = o.progress && chief;
-  RankResult res = run_rank(o, train, test, mesh, t, sync_opt, links_csv);
+  RankResult res;
+  try {
+    res = run_rank(o, train, test, mesh, t, sync_opt, links_csv);  // t outlives the unwinding
+  } catch (const CommError& e) {
+    // Say so now, then leave without tearing the transport down: with a peer dead or hung,
+    // MPI's finalize or gRPC's stream shutdown could wait long (or, for MPI, forever). The
+    // peers see this rank go and fail in turn; mpirun and tessera launch end the job.
+    std::cout << std::flush;
+    std::cerr << "tessera: error: " << e.what() << std::endl;
+    std::_Exit(1);
+  }
   if (chief) std::cout << res.report;
   return 0;
 }

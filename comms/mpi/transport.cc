@@ -30,6 +30,16 @@ struct MaybeLock {
   ~MaybeLock() { if (m) m->unlock(); }
 };
 
+// The start-up deadline: TESSERA_COMM_TIMEOUT_MS (as a communicator's default), else 60 s.
+int64_t start_timeout_ms() {
+  const char* v = std::getenv("TESSERA_COMM_TIMEOUT_MS");
+  if (!v || !*v) return 60000;
+  char* end = nullptr;
+  long long x = std::strtoll(v, &end, 10);
+  TESSERA_CHECK(end && *end == 0 && x > 0, "TESSERA_COMM_TIMEOUT_MS='", v, "' is not a positive integer");
+  return x;
+}
+
 }  // namespace
 
 int ensure_mpi_initialized() {
@@ -58,8 +68,35 @@ std::string MpiTransport::error_string(int code) {
 MpiTransport::MpiTransport() {
   int provided = ensure_mpi_initialized();
   if (provided < MPI_THREAD_MULTIPLE) serial_ = std::make_unique<std::mutex>();
+  // MPI_Comm_dup would block without a deadline until every rank gets here: a rank that
+  // hangs before making its transport would hang the others. The non-blocking duplicate is
+  // polled against the communication deadline instead.
+  const auto timeout = std::chrono::milliseconds(start_timeout_ms());
+  const auto deadline = Clock::now() + timeout;
+  MPI_Request dup;
+  {
+    MaybeLock lock(serial_.get());
+    MPI_Comm_idup(MPI_COMM_WORLD, &comm_, &dup);
+  }
+  for (int i = 0;; ++i) {
+    int flag = 0;
+    {
+      MaybeLock lock(serial_.get());
+      MPI_Test(&dup, &flag, MPI_STATUS_IGNORE);
+    }
+    if (flag) break;
+    if (Clock::now() >= deadline) {
+      int rank = -1, size = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      g_any_aborted = true;  // MPI_Finalize would wait for the missing ranks
+      throw TimeoutError("mpi transport of rank " + std::to_string(rank) + ": not every one of the " +
+                         std::to_string(size) + " ranks made its transport (MPI_Comm_idup) within " +
+                         std::to_string(timeout.count()) + " ms (TESSERA_COMM_TIMEOUT_MS)");
+    }
+    if (i > 64) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
   MaybeLock lock(serial_.get());
-  MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
@@ -117,13 +154,33 @@ class MpiRequest : public Request {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    MaybeLock lock(t_.serial());
     if (is_send_) {
+      MaybeLock lock(t_.serial());
       MPI_Request_free(&req_);
-    } else {
-      MPI_Cancel(&req_);
-      MPI_Wait(&req_, MPI_STATUS_IGNORE);
+      return;
     }
+    // A receive that has matched a message can no longer be cancelled: it completes only when
+    // the sender's data has arrived, which a hung sender never sends. Wait a bounded time,
+    // then let MPI keep the request (its buffer may still be written; see transport.h).
+    {
+      MaybeLock lock(t_.serial());
+      MPI_Cancel(&req_);
+    }
+    const auto give_up = Clock::now() + std::chrono::seconds(1);
+    for (;;) {
+      int flag = 0;
+      {
+        MaybeLock lock(t_.serial());
+        MPI_Test(&req_, &flag, MPI_STATUS_IGNORE);
+      }
+      if (flag) return;
+      if (Clock::now() >= give_up) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    log::get("comms")->warn("mpi: rank {}: a receive of {} bytes from rank {} could not be cancelled; "
+                            "leaving it to MPI (its buffer may still be written)", t_.rank(), bytes_, peer_);
+    MaybeLock lock(t_.serial());
+    MPI_Request_free(&req_);
   }
 
   bool test() override {

@@ -15,7 +15,11 @@
 // under `mpirun --mca orte_abort_on_non_zero_status 0` the survivors time out instead.
 // abort() fails this rank's later operations; it cannot tell peers (no MPI call can without
 // killing the job), so they time out. A pending receive is cancelled when its request is
-// destroyed; a pending send is detached (MPI completes it in the background).
+// destroyed; one that has already matched a message from a hung sender cannot be, and is left
+// to MPI after 1 s (its buffer may still be written later). A pending send is detached (MPI
+// completes it in the background, reading its buffer). Likewise a native collective that
+// timed out stays in MPI's hands. So after a communication error a process should stop using
+// MPI and exit (as `tessera train` does), not go on with the buffers of failed calls.
 #pragma once
 
 #include <tessera/comms/transport.h>

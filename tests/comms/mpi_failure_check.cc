@@ -7,6 +7,8 @@
 //   native-late: rank 1 never makes its first native all-reduce (it sleeps); rank 0's first
 //         native call, which sets up MPI's row/column communicators, must still time out
 //         within the deadline, naming the operation and the ranks of the group.
+//   late-start: rank 1 makes its transport only after 3.5 s; rank 0's, with a deadline of
+//         1 s (TESSERA_COMM_TIMEOUT_MS), must fail with a TimeoutError by then.
 // Prints "PASS: ..." or "FAIL: ..." from rank 0.
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
@@ -23,6 +25,35 @@ using namespace tessera::comms;
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "hang";
+  if (mode == "late-start") {
+    mpi::ensure_mpi_initialized();
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    ::setenv("TESSERA_COMM_TIMEOUT_MS", "1000", 1);
+    if (rank == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+      mpi::MpiTransport late;  // completes the duplicate rank 0 gave up on
+      MPI_Barrier(MPI_COMM_WORLD);
+      return 0;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    std::string result;
+    try {
+      mpi::MpiTransport t;
+      result = "FAIL: the transport was made without rank 1";
+    } catch (const TimeoutError& e) {
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f s", s);
+      result = (s < 2.5 && std::strstr(e.what(), "MPI_Comm_idup") ? "PASS: rank 0 got TimeoutError after "
+                                                                   : "FAIL: TimeoutError after ") +
+               std::string(buf) + ": " + e.what();
+    }
+    std::printf("%s (%s)\n", result.c_str(), mode.c_str());
+    std::fflush(stdout);
+    MPI_Barrier(MPI_COMM_WORLD);
+    _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
+  }
   auto t = std::make_shared<mpi::MpiTransport>();
   if (t->size() != 2) {
     std::fprintf(stderr, "run with mpirun -np 2\n");
