@@ -53,9 +53,11 @@ constexpr char kExchangeMethod[] = "/tessera.proto.Interconnect/Exchange";
 
 namespace {
 
-constexpr uint32_t kProtocolVersion = 2;  // 2: Coordinator.Routes, remote chunks
 constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 36;  // sanity bound on a peer's claim
 constexpr int kFraming = 64 << 10;                         // proto fields around a payload
+// The largest coordinator reply for a world of n ranks: a HelloReply's addresses, Unix socket
+// names, host ids and probe words are well under 1 KiB per rank.
+int coordinator_reply_limit(int n) { return kFraming * 16 + 1024 * n; }
 // Messages up to this size are sent eagerly: copied into gRPC-owned slices, their sends complete
 // when gRPC has them (the receiver's ack still arrives, and is then only counted). Larger ones
 // are sent from the caller's buffer and complete on the ack.
@@ -680,8 +682,12 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     std::string missing;
     if (!wait_for_all(lock, ctx, routes_count, [&](int i) { return !reads[i].empty(); }, missing))
       return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no routes from rank(s) " + missing};
-    for (int i = 0; i < n; ++i)
-      for (int j = 0; j < n; ++j) reply->add_reads(reads[i][j] != 0);
+    bool every = n > 1;
+    for (int i = 0; i < n; ++i) {
+      reply->add_read_by(reads[i][r] != 0);
+      for (int j = 0; j < n; ++j) every = every && (i == j || reads[i][j] != 0);
+    }
+    reply->set_every_pair(every);
     return gr::Status::OK;
   }
 
@@ -1215,7 +1221,9 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
 GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.opt = o;
-  TESSERA_CHECK(o.world_size >= 1 && o.rank >= 0 && o.rank < o.world_size, "grpc transport: rank ",
+  TESSERA_CHECK(o.world_size >= 1 && o.world_size <= kMaxWorld, "grpc transport: a world of ", o.world_size,
+                " ranks is out of range 1..", kMaxWorld);
+  TESSERA_CHECK(o.rank >= 0 && o.rank < o.world_size, "grpc transport: rank ",
                 o.rank, " is outside the world of ", o.world_size);
   TESSERA_CHECK(o.chunk_bytes >= 1 && o.chunk_bytes <= (size_t{1} << 30), "grpc transport: chunk_bytes ",
                 o.chunk_bytes, " is out of range 1..2^30");
@@ -1241,7 +1249,9 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   int port = 0;
   b.AddListeningPort(listen, gr::InsecureServerCredentials(), &port);
   b.SetMaxReceiveMessageSize(max_in);
-  b.SetMaxSendMessageSize(kFraming);
+  // Acks are small; the coordinator's HelloReply carries every rank's addresses (a few hundred
+  // bytes each).
+  b.SetMaxSendMessageSize(o.rank == 0 ? coordinator_reply_limit(o.world_size) : kFraming);
   tune_http2(b);
   // The Coordinator (rank 0) is synchronous and used only at start-up: one idle poller is
   // enough (gRPC's default keeps up to two per completion queue, and one queue per core).
@@ -1275,7 +1285,7 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
 
   // Rendezvous.
   gr::ChannelArguments small;
-  small.SetMaxReceiveMessageSize(kFraming * 16);
+  small.SetMaxReceiveMessageSize(coordinator_reply_limit(o.world_size));
   small.SetMaxSendMessageSize(kFraming);
   // Ranks start together, so the coordinator is often not listening yet when a rank first
   // dials it: retry within milliseconds, not after gRPC's default 1 s backoff.
@@ -1368,15 +1378,12 @@ GrpcTransport::GrpcTransport(const GrpcOptions& o) : impl_(std::make_unique<Impl
   rctx.set_wait_for_ready(true);
   st = coord->Routes(&rctx, rreq, &routes);
   if (!st.ok()) rendezvous_failed("routes", st, st.error_message());
-  if (routes.reads_size() != o.world_size * o.world_size)
-    rendezvous_failed("routes", st, "a reply of " + std::to_string(routes.reads_size()) + " entries");
-  m.all_cma = o.world_size > 1;
-  for (int a = 0; a < o.world_size; ++a)
-    for (int b = 0; b < o.world_size; ++b)
-      if (a != b && !routes.reads(a * o.world_size + b)) m.all_cma = false;
+  if (routes.read_by_size() != o.world_size)
+    rendezvous_failed("routes", st, "a reply of " + std::to_string(routes.read_by_size()) + " entries");
+  m.all_cma = routes.every_pair();
   {
     std::lock_guard<std::mutex> lock(m.names_mu);
-    for (int p = 0; p < o.world_size; ++p) m.cma_to[p] = p != o.rank && routes.reads(p * o.world_size + o.rank);
+    for (int p = 0; p < o.world_size; ++p) m.cma_to[p] = p != o.rank && routes.read_by(p);
   }
 
   // One stream to every peer, opened now so that a peer's death is seen on every connection.
@@ -1529,8 +1536,15 @@ void GrpcTransport::abort(const std::string& reason) {
       Outbox& out = *m.outboxes[p];
       std::lock_guard<std::mutex> lock(out.mu);
       out.abort_notice = reason.empty() ? "(no reason given)" : reason;
+      // Every send not yet complete fails now: queued, being written, or written and waiting
+      // for its ack (an ack arriving later finds nothing to complete). Their requests'
+      // destructors still wait for gRPC to let go of a buffer being written or read.
       for (auto& op : out.queue) op->failed = self;
       out.queue.clear();
+      for (auto& op : out.unacked)
+        if (!op->done) op->failed = self;
+      out.unacked.clear();
+      if (out.current && !out.current->done && !out.current->failed) out.current->failed = self;
       out.cv.notify_all();
       m.pump(p, out);
     }

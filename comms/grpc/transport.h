@@ -70,6 +70,11 @@
 
 namespace tessera::comms::grpc {
 
+// The rendezvous protocol (HelloRequest.protocol_version): 2 added Coordinator.Routes and
+// chunks read from memory, 3 made RoutesReply per rank.
+constexpr uint32_t kProtocolVersion = 3;
+constexpr int kMaxWorld = 1 << 14;  // ranks in one world
+
 struct GrpcOptions {
   int rank = 0;
   int world_size = 1;

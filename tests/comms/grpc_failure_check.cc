@@ -3,6 +3,9 @@
 //   stop: rank 1 freezes (SIGSTOP: no thread of it runs, its sockets stay open).
 //   abort: rank 1 calls abort() while the others' large sends to it wait for their receives
 //          (never posted): those sends must fail at once with the abort's reason, not time out.
+//   self-abort: the others' large sends to rank 1 wait for receives rank 1 never posts, and
+//          the senders abort their own transports: the sends must fail at once with the
+//          abort's reason (whether still queued, being written or waiting for the ack).
 //   partial: rank 1 dies while sending the others a message no receive is posted for yet (over
 //          a socket, in small chunks: part of it has arrived); the receive posted afterwards
 //          must fail at once naming rank 1, not wait for the rest until its deadline.
@@ -99,6 +102,26 @@ int main(int argc, char** argv) {
         throw TimeoutError("partial: the receive from rank 1 timed out instead of failing");
       throw CommError("partial: the receive from rank 1 completed");
     }
+    if (mode == "self-abort") {
+      // Two sends: the first is written (waits for its ack), the second queues behind it.
+      auto first = t->isend(1, 77, v.data(), v.size() * sizeof(float));
+      auto second = t->isend(1, 78, v.data(), v.size() * sizeof(float));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      t0 = std::chrono::steady_clock::now();
+      t->abort("self-abort check");
+      for (auto* r : {&first, &second}) {
+        try {
+          if (!(*r)->wait(deadline_after(std::chrono::milliseconds(1000))))
+            throw TimeoutError("self-abort: a send to rank 1 timed out instead of failing");
+          throw TimeoutError("self-abort: a send to rank 1 completed");
+        } catch (const TimeoutError&) {
+          throw;
+        } catch (const CommError& e) {
+          if (r == &second) throw;  // judged below, as the first was
+          if (!std::strstr(e.what(), "self-abort check")) throw;
+        }
+      }
+    }
     if (mode == "abort") {
       t0 = std::chrono::steady_clock::now();
       if (!t->isend(1, 77, v.data(), v.size() * sizeof(float))->wait(deadline_after(std::chrono::milliseconds(1000))))
@@ -109,7 +132,8 @@ int main(int argc, char** argv) {
     verdict = "FAIL rank " + std::to_string(comm.rank()) + ": no error";
   } catch (const CommError& e) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bool ok = mode == "abort"     ? dynamic_cast<const RemoteError*>(&e) && std::strstr(e.what(), "failure check abort") &&
+    bool ok = mode == "self-abort" ? std::strstr(e.what(), "self-abort check") && s < 0.5
+              : mode == "abort"     ? dynamic_cast<const RemoteError*>(&e) && std::strstr(e.what(), "failure check abort") &&
                                         std::strstr(e.what(), "rank 1") && s < 0.9
               : mode == "partial" ? dynamic_cast<const NetworkError*>(&e) && std::strstr(e.what(), "rank 1") && s < 0.9
                                   : std::strstr(e.what(), "allreduce") && std::strstr(e.what(), "rank ") && s < 2.5;
