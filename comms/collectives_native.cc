@@ -151,10 +151,13 @@ class NativeCall {
     // MPI_Comm_split has no deadline: split only once every rank has arrived here, which a
     // non-blocking barrier polled against the deadline shows.
     MPI_Request arrived;
+    int rc;
     {
       Lock l(t->serial());
-      MPI_Ibarrier(t->comm(), &arrived);
+      rc = MPI_Ibarrier(t->comm(), &arrived);
     }
+    TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, what, "(native): MPI_Ibarrier failed: ",
+                     mpi::MpiTransport::error_string(rc));
     wait_native(t, c.rank(), arrived, deadline,
                 std::string(what) + "(native): MPI_Ibarrier before the first MPI_Comm_split", timeout,
                 ranks_of(c, Scope::world));
@@ -352,10 +355,12 @@ void native_barrier(MeshComm& c, std::chrono::milliseconds timeout) {
   Group world(c, Scope::world);
   NativeCall call(c, world, "barrier", timeout);
   MPI_Request req;
+  int rc;
   {
     Lock lock(call.state().t->serial());
-    MPI_Ibarrier(call.state().t->comm(), &req);
+    rc = MPI_Ibarrier(call.state().t->comm(), &req);
   }
+  TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Ibarrier failed: ", mpi::MpiTransport::error_string(rc));
   call.wait(req, "MPI_Ibarrier");
 }
 

@@ -268,9 +268,12 @@ CollectiveRecord MeshComm::run(CollectiveRecord rec, OpContext& op, double laten
       // The nodes of a call wait on each other, so a partial set would only time out.
       op.cancelled = true;
       for (auto& t : threads) t.join();
-      TESSERA_THROW(OutOfMemoryError, op.name, " on rank ", rank(), ": this rank hosts ", n,
-                    " nodes and runs each as a thread; thread ", threads.size() + 1,
-                    " could not be started (", e.what(), "); spread the mesh over more ranks");
+      std::string what = op.name + " on rank " + std::to_string(rank()) + ": this rank hosts " +
+                         std::to_string(n) + " nodes and runs each as a thread; thread " +
+                         std::to_string(threads.size() + 1) + " could not be started (" + e.what() +
+                         "); spread the mesh over more ranks";
+      on_comm_error(what);  // the threads that did start may have messages in flight
+      throw OutOfMemoryError(what);
     }
     body(0);
     for (auto& t : threads) t.join();

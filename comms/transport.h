@@ -9,8 +9,9 @@
 // each implement transport.{h,cc}):
 // - Matching is by (peer, tag) and in order: the k-th send to a peer with a tag matches the
 //   k-th receive posted for that peer and tag (MPI's non-overtaking rule). Sizes must agree;
-//   a mismatch fails the receive with RemoteError, and the send too unless it had completed
-//   already (sent eagerly, or its bytes held by the receiver before the receive was posted).
+//   a mismatch fails the receive with RemoteError. loopback and grpc fail the send too unless
+//   it had completed already (sent eagerly, or its bytes held by the receiver before the
+//   receive was posted); MPI never fails the sender.
 // - Buffers belong to the caller and must stay valid and untouched until the request
 //   completes (wait() returned true or test() returned true).
 // - A send may complete before the receiver has the data (once the buffer is reusable).

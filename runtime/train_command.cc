@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -133,9 +134,20 @@ struct RankResult {
   double flops_per_node_step = 0;
 };
 
+// A communication error over mpi or grpc (exit_on_comm_error) is printed at once and ends the
+// process with status 1, before anything is torn down: with a peer dead or hung, MPI's
+// finalize or gRPC's stream shutdown could wait long (for MPI, forever), and MPI may still
+// write into the buffers of the calls that failed. The peers see this rank go and fail in
+// turn; mpirun and tessera launch end the job. Loopback ranks are threads: they rethrow.
+[[noreturn]] void exit_on(const CommError& e) {
+  std::cout << std::flush;
+  std::cerr << "tessera: error: " << e.what() << std::endl;
+  std::_Exit(1);
+}
+
 RankResult run_rank(TrainOptions o, const Dataset& train, const Dataset& test, const comms::Mesh& mesh,
                     std::shared_ptr<comms::Transport> transport, const GradientSyncOptions& sync_opt,
-                    const std::string& links_csv) {
+                    const std::string& links_csv, bool exit_on_comm_error) {
   comms::MeshComm comm(mesh, std::move(transport));
   GradientSync sync(comm, sync_opt);
   o.world_nodes = mesh.rows() * mesh.cols();
@@ -152,12 +164,20 @@ RankResult run_rank(TrainOptions o, const Dataset& train, const Dataset& test, c
     out.str("");
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto reports = t.fit(train, test, o.chief ? std::cout : out);
+  std::vector<EpochReport> reports;
+  std::optional<comms::LinkStats> gathered;
+  try {
+    reports = t.fit(train, test, o.chief ? std::cout : out);
+    gathered = comms::gather_link_stats(comm);
+  } catch (const CommError& e) {
+    if (exit_on_comm_error) exit_on(e);
+    throw;
+  }
+  const comms::LinkStats& all = *gathered;
   RankResult res;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.steps = t.global_step();
   for (int id = 0; id < t.train_graph().num_nodes(); ++id) res.flops_per_node_step += op_cost(t.train_graph(), id).flops;
-  comms::LinkStats all = comms::gather_link_stats(comm);
   if (o.chief) {
     std::ostringstream r;
     print_summary(t, reports, r);
@@ -214,7 +234,7 @@ int train_mesh(TrainOptions o, const std::string& data_dir, const comms::Mesh& m
         try {
           TrainOptions ro = o;
           ro.progress = o.progress && r == 0;
-          results[r] = run_rank(ro, train, test, mesh, hub->transport(r), sync_opt, links_csv);
+          results[r] = run_rank(ro, train, test, mesh, hub->transport(r), sync_opt, links_csv, false);
         } catch (...) {
           errors[r] = std::current_exception();
         }
@@ -247,14 +267,9 @@ int train_mesh(TrainOptions o, const std::string& data_dir, const comms::Mesh& m
   o.progress = o.progress && chief;
   RankResult res;
   try {
-    res = run_rank(o, train, test, mesh, t, sync_opt, links_csv);  // t outlives the unwinding
-  } catch (const CommError& e) {
-    // Say so now, then leave without tearing the transport down: with a peer dead or hung,
-    // MPI's finalize or gRPC's stream shutdown could wait long (or, for MPI, forever). The
-    // peers see this rank go and fail in turn; mpirun and tessera launch end the job.
-    std::cout << std::flush;
-    std::cerr << "tessera: error: " << e.what() << std::endl;
-    std::_Exit(1);
+    res = run_rank(o, train, test, mesh, t, sync_opt, links_csv, /*exit_on_comm_error=*/true);
+  } catch (const CommError& e) {  // one before training (building the communicator)
+    exit_on(e);
   }
   if (chief) std::cout << res.report;
   return 0;

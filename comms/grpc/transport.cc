@@ -592,6 +592,7 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
   int hello_count = 0;
   std::vector<std::vector<char>> reads;   // Routes: row r = what rank r could read
   int routes_count = 0;
+  int every_pair = -1;  // -1: not yet known; else whether every rank read every other rank
 
   // Waits (coord_mu held) until `count` reaches the world size or the call's deadline passes;
   // false with `missing` naming the ranks not heard from.
@@ -682,12 +683,14 @@ struct GrpcTransport::Impl : public proto::Coordinator::Service {
     std::string missing;
     if (!wait_for_all(lock, ctx, routes_count, [&](int i) { return !reads[i].empty(); }, missing))
       return {gr::StatusCode::DEADLINE_EXCEEDED, "rendezvous incomplete: no routes from rank(s) " + missing};
-    bool every = n > 1;
-    for (int i = 0; i < n; ++i) {
-      reply->add_read_by(reads[i][r] != 0);
-      for (int j = 0; j < n; ++j) every = every && (i == j || reads[i][j] != 0);
+    if (every_pair < 0) {  // once, by the first reply after the last rank's routes
+      bool every = n > 1;
+      for (int i = 0; i < n && every; ++i)
+        for (int j = 0; j < n && every; ++j) every = i == j || reads[i][j] != 0;
+      every_pair = every ? 1 : 0;
     }
-    reply->set_every_pair(every);
+    for (int i = 0; i < n; ++i) reply->add_read_by(reads[i][r] != 0);
+    reply->set_every_pair(every_pair == 1);
     return gr::Status::OK;
   }
 
@@ -1541,10 +1544,19 @@ void GrpcTransport::abort(const std::string& reason) {
       // destructors still wait for gRPC to let go of a buffer being written or read.
       for (auto& op : out.queue) op->failed = self;
       out.queue.clear();
-      for (auto& op : out.unacked)
+      bool read_remotely = false;  // the peer may be reading one of them from this memory
+      for (auto& op : out.unacked) {
         if (!op->done) op->failed = self;
+        read_remotely = read_remotely || op->remote;
+      }
       out.unacked.clear();
-      if (out.current && !out.current->done && !out.current->failed) out.current->failed = self;
+      if (out.current && !out.current->done && !out.current->failed) {
+        out.current->failed = self;
+        read_remotely = read_remotely || out.current->remote;
+      }
+      // Their owners may reuse the buffers as soon as they see the failure: a read under way
+      // must then refuse what it read (wire.h, remote_guard).
+      if (read_remotely) give_up(out.given_up);
       out.cv.notify_all();
       m.pump(p, out);
     }

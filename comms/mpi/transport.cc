@@ -74,9 +74,17 @@ MpiTransport::MpiTransport() {
   const auto timeout = std::chrono::milliseconds(start_timeout_ms());
   const auto deadline = Clock::now() + timeout;
   MPI_Request dup;
+  // MPI writes the new handle when the duplicate completes, which after a timeout is later:
+  // into a slot that outlives this object (leaked then, 8 bytes).
+  auto* slot = new MPI_Comm(MPI_COMM_NULL);
+  int rc;
   {
     MaybeLock lock(serial_.get());
-    MPI_Comm_idup(MPI_COMM_WORLD, &comm_, &dup);
+    rc = MPI_Comm_idup(MPI_COMM_WORLD, slot, &dup);
+  }
+  if (rc != MPI_SUCCESS) {
+    delete slot;
+    TESSERA_THROW(NetworkError, "MPI_Comm_idup failed: ", error_string(rc));
   }
   for (int i = 0;; ++i) {
     int flag = 0;
@@ -84,7 +92,11 @@ MpiTransport::MpiTransport() {
       MaybeLock lock(serial_.get());
       MPI_Test(&dup, &flag, MPI_STATUS_IGNORE);
     }
-    if (flag) break;
+    if (flag) {
+      comm_ = *slot;
+      delete slot;
+      break;
+    }
     if (Clock::now() >= deadline) {
       int rank = -1, size = 0;
       MPI_Comm_rank(MPI_COMM_WORLD, &rank);

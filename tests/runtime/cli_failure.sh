@@ -9,7 +9,7 @@ tessera=$(readlink -f "$1")
 tmp=$(mktemp -d)
 trap 'pkill -KILL -P $$ 2>/dev/null; rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 TESSERA_COMM_TIMEOUT_MS=3000
-common=(train --model mlp --precision fp32 --epochs 100 --batch-size 16 --no-progress --threads 1 --mesh 1x2)
+common=(train --model mlp --precision fp32 --epochs 100 --batch-size 16 --no-progress --threads 1 --mesh 1x2 --allreduce ring)
 fail=0
 
 # check TRANSPORT LIMIT_S LAUNCHER...: start, wait for training, stop the last rank, time the end.
@@ -44,7 +44,7 @@ check() {
 }
 
 # The stopped rank is killed by the launcher after the others' deadline plus 5 s.
-check grpc 15 "$tessera" launch -n 2 -- 
+check grpc 20 "$tessera" launch -n 2 -- 
 check mpi 10 mpirun -np 2 -x TESSERA_COMM_TIMEOUT_MS "$tessera"
 [[ $fail == 0 ]] && echo "cli failure: every rank reported and the jobs ended"
 exit $fail
