@@ -105,5 +105,37 @@ INSTANTIATE_TEST_SUITE_P(Meshes, DataParallel,
                            return std::string(i.param.mesh) + "_" + std::to_string(i.param.ranks) + "ranks_" + i.param.algo;
                          });
 
+// A bucket whose all-reduce fails (the other rank never joins): finish() rethrows the error,
+// the buckets after it are skipped, and a GradientSync destroyed in the middle of a step (a
+// trainer that threw) returns once the collective under way has met its deadline.
+TEST(GradientSync, AFailedBucketIsRethrownAndAnAbandonedStepEnds) {
+  comms::Mesh mesh = comms::Mesh::parse("1x2");
+  auto hub = comms::loopback::Hub::create(2);  // rank 1 never takes part
+  comms::CommOptions co;
+  co.timeout = std::chrono::milliseconds(200);
+  comms::MeshComm comm(mesh, hub->transport(0), co);
+  Tensor g = Tensor::full({256}, 1.0);
+  const std::vector<int64_t> sizes = {256, 256};  // two 1 KiB buckets
+  GradientSyncOptions small;
+  small.bucket_bytes = 1024;
+  {
+    GradientSync sync(comm, small);
+    sync.begin(sizes);
+    sync.ready(0, 1, g);  // the backward's order: the last gradient first
+    sync.ready(0, 0, g);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW(sync.finish({Tensor::zeros({256}), Tensor::zeros({256})}, 0.0), TimeoutError);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  }
+  comms::MeshComm comm2(mesh, comms::loopback::Hub::create(2)->transport(0), co);
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    GradientSync sync(comm2, small);
+    sync.begin(sizes);
+    sync.ready(0, 1, g);  // the first bucket is full and under way; the second never fills
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+}
+
 }  // namespace
 }  // namespace tessera
