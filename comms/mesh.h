@@ -93,7 +93,9 @@ class Mesh {
   int index(Coord c) const;
   Coord coord(int index) const;
   bool contains(Coord c) const { return c.row >= 0 && c.row < rows_ && c.col >= 0 && c.col < cols_; }
-  // Fused-off nodes (a D1 has 6 of its 360): they host no work; their routers still forward.
+  // Fused-off nodes (a D1 has 6 of its 360): left out of num_working_nodes() and the preset's
+  // FLOP/s and SRAM totals; their routers still forward. Collectives and data-parallel training
+  // do not consult this: they treat every rows x cols node as working.
   bool disabled(Coord c) const;
 
   // Hierarchy. chip_rows/cols: nodes per chip; tile_chip_rows/cols: chips per tile.
