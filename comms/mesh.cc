@@ -78,9 +78,10 @@ Mesh Mesh::parse(std::string_view spec) {
     TESSERA_CHECK(!t.empty(), "mesh '", s, "': the number of ", what, " is missing; ", kShapeRule);
     TESSERA_CHECK(t.find_first_not_of("0123456789") == std::string_view::npos, "mesh '", s, "': ",
                   what, " '", t, "' is not a positive integer; ", kShapeRule);
+    std::string_view digits = t.substr(std::min(t.find_first_not_of('0'), t.size()));  // no leading zeros
     int64_t v = 0;
-    for (char ch : t.substr(0, 10)) v = v * 10 + (ch - '0');
-    TESSERA_CHECK(t.size() <= 9 && v <= kMaxSide, "mesh '", s, "': ", t, " ", what,
+    for (char ch : digits.substr(0, 10)) v = v * 10 + (ch - '0');
+    TESSERA_CHECK(digits.size() <= 9 && v <= kMaxSide, "mesh '", s, "': ", t, " ", what,
                   " is absurd: at most ", kMaxSide, " nodes per side");
     TESSERA_CHECK(v >= 1, "mesh '", s, "': ", what, " must be at least 1 (got ", v, ")");
     return static_cast<int>(v);

@@ -31,6 +31,8 @@ TEST(MeshParse, GoodStrings) {
   EXPECT_EQ(Mesh::parse("1x1").size(), 1);
   EXPECT_EQ(Mesh::parse("tile").rows(), 90);
   EXPECT_EQ(Mesh::parse("65536x1").rows(), 65536);
+  EXPECT_EQ(Mesh::parse("0000000002x02").rows(), 2);  // leading zeros are not digits of size
+  EXPECT_EQ(Mesh::parse("0000000002x02").cols(), 2);
 }
 
 TEST(MeshParse, BadStringsNameTheStringAndTheRule) {
@@ -40,6 +42,8 @@ TEST(MeshParse, BadStringsNameTheStringAndTheRule) {
     EXPECT_NE(m.find(std::string("'") + s + "'"), std::string::npos) << m;
   }
   EXPECT_NE(value_error("0x3").find("at least 1"), std::string::npos);
+  EXPECT_NE(value_error("000x3").find("at least 1"), std::string::npos);
+  EXPECT_NE(value_error("00001000000000x3").find("absurd"), std::string::npos);
   EXPECT_NE(value_error("-1x2").find("not a positive integer"), std::string::npos);
   EXPECT_NE(value_error("2x").find("cols is missing"), std::string::npos);
   EXPECT_NE(value_error("x2").find("rows is missing"), std::string::npos);
