@@ -238,11 +238,15 @@ void LinkStats::merge(const LinkStats& o) {
     return a.kind == b.kind && a.algorithm == b.algorithm && a.scope == b.scope && a.count == b.count &&
            a.dtype == b.dtype;
   };
+  // A partner is looked for among the next kLookahead records only, so that ranks whose calls
+  // differ a lot (point to point between a few of them) do not make this quadratic.
+  constexpr size_t kLookahead = 64;
   size_t next = 0;  // records_ before this are paired or inserted
   for (const CollectiveRecord& r : o.records_) {
     size_t i = next;
-    while (i < records_.size() && !same_call(records_[i], r)) ++i;
-    if (i == records_.size()) {
+    const size_t end = std::min(records_.size(), next + kLookahead);
+    while (i < end && !same_call(records_[i], r)) ++i;
+    if (i == end) {
       records_.insert(records_.begin() + static_cast<std::ptrdiff_t>(next), r);
       ++next;
       continue;

@@ -94,8 +94,9 @@ class LinkStats {
 
   // Merge another rank's stats (same mesh): bytes add up. Records pair up in call order by what
   // the call was (kind, algorithm, scope, count, dtype): every rank makes the same collective
-  // calls, but a send/recv involves only two of them, so a record with no partner after the
-  // last paired one is inserted there. Paired records' bytes add and their times take the max.
+  // calls, but a send/recv involves only two of them, so a record with no partner among the
+  // next 64 after the last paired one is inserted there. Paired records' bytes add and their
+  // times take the max.
   void merge(const LinkStats& other);
   std::string serialize() const;
   static LinkStats deserialize(const Mesh& mesh, const std::string& bytes);  // RemoteError if bad
