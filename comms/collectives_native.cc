@@ -68,27 +68,30 @@ struct Lock {
   ~Lock() { if (m) m->unlock(); }
 };
 
-// Polls a non-blocking MPI call against the deadline.
-// `group` names the ranks taking part, for the timeout message: MPI cannot say which is late.
-void wait_native(mpi::MpiTransport* t, int rank, MPI_Request& req, Deadline deadline, const std::string& call,
-                 std::chrono::milliseconds timeout, const std::string& group) {
-  for (int i = 0;; ++i) {
-    int flag = 0, rc;
-    {
-      Lock lock(t->serial());
-      rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
-    }
-    if (rc != MPI_SUCCESS) {
-      throw NetworkError(call + " on rank " + std::to_string(rank) + " failed: " + mpi::MpiTransport::error_string(rc));
-    }
-    if (flag) return;
-    if (Clock::now() >= deadline) {
-      throw TimeoutError(call + " on rank " + std::to_string(rank) + ": timed out after " +
-                         std::to_string(timeout.count()) + " ms: not every rank of " + group +
-                         " took part in time (MPI's collectives cannot say which; the ring and mesh2d algorithms name the peer)");
-    }
-    if (i > 64) std::this_thread::yield();
+// "ranks 0, 1, 2 and 3": the ranks of this rank's group of `scope`.
+std::string ranks_of(MeshComm& c, Scope scope) {
+  const Placement& p = c.placement();
+  const int r = c.rank();
+  std::vector<int> ranks;
+  for (int q = 0; q < p.ranks; ++q) {
+    bool same_row = q / p.grid_cols == r / p.grid_cols, same_col = q % p.grid_cols == r % p.grid_cols;
+    if (scope == Scope::world || (scope == Scope::rows && same_row) || (scope == Scope::cols && same_col))
+      ranks.push_back(q);
   }
+  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < ranks.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == ranks.size() ? " and " : ", ") + std::to_string(ranks[i]);
+  return out;
+}
+
+// Polls a non-blocking MPI collective of the group of `scope` against the deadline. A timeout
+// names the group's ranks: MPI cannot say which is late.
+void wait_native(MeshComm& c, mpi::MpiTransport* t, MPI_Request& req, Deadline deadline, const std::string& call,
+                 std::chrono::milliseconds timeout, Scope scope) {
+  if (mpi::test_until(req, deadline, t->serial(), call)) return;
+  throw TimeoutError(call + " on rank " + std::to_string(c.rank()) + ": timed out after " +
+                     std::to_string(timeout.count()) + " ms: not every rank of " + ranks_of(c, scope) +
+                     " took part in time (MPI's collectives cannot say which; the ring and mesh2d algorithms name the peer)");
 }
 
 std::mutex g_state_mu;  // guards every communicator's native_state() slot
@@ -109,8 +112,6 @@ class NativeCall {
     }
   }
   NativeState& state() { return s_; }
-  Deadline deadline() const { return deadline_; }
-  std::string group_ranks() const { return ranks_of(c_, g_.scope()); }
   MPI_Comm comm() const {
     switch (g_.scope()) {
       case Scope::rows: return s_.rows;
@@ -120,26 +121,10 @@ class NativeCall {
   }
   // Polls `req` (an MPI call named `call`) against the deadline.
   void wait(MPI_Request& req, const char* call) {
-    wait_native(s_.t, c_.rank(), req, deadline_, std::string(what_) + "(native): " + call, timeout_, group_ranks());
+    wait_native(c_, s_.t, req, deadline_, std::string(what_) + "(native): " + call, timeout_, g_.scope());
   }
 
  private:
-  // "ranks 0, 1, 2 and 3": the ranks of this rank's group of `scope`.
-  static std::string ranks_of(MeshComm& c, Scope scope) {
-    const Placement& p = c.placement();
-    const int r = c.rank();
-    std::vector<int> ranks;
-    for (int q = 0; q < p.ranks; ++q) {
-      bool same_row = q / p.grid_cols == r / p.grid_cols, same_col = q % p.grid_cols == r % p.grid_cols;
-      if (scope == Scope::world || (scope == Scope::rows && same_row) || (scope == Scope::cols && same_col))
-        ranks.push_back(q);
-    }
-    std::string out = ranks.size() == 1 ? "rank " : "ranks ";
-    for (size_t i = 0; i < ranks.size(); ++i)
-      out += (i == 0 ? "" : i + 1 == ranks.size() ? " and " : ", ") + std::to_string(ranks[i]);
-    return out;
-  }
-
   static NativeState& create(MeshComm& c, const char* what, Deadline deadline, std::chrono::milliseconds timeout) {
     std::lock_guard<std::mutex> lock(g_state_mu);
     auto& slot = c.native_state();
@@ -158,9 +143,8 @@ class NativeCall {
     }
     TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, what, "(native): MPI_Ibarrier failed: ",
                      mpi::MpiTransport::error_string(rc));
-    wait_native(t, c.rank(), arrived, deadline,
-                std::string(what) + "(native): MPI_Ibarrier before the first MPI_Comm_split", timeout,
-                ranks_of(c, Scope::world));
+    wait_native(c, t, arrived, deadline, std::string(what) + "(native): MPI_Ibarrier before the first MPI_Comm_split",
+                timeout, Scope::world);
     const Placement& p = c.placement();
     int r = c.rank();
     Lock l(t->serial());

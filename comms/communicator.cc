@@ -26,6 +26,10 @@ int64_t env_int(const char* name, int64_t fallback) {
 }
 }  // namespace
 
+std::chrono::milliseconds default_comm_timeout() {
+  return std::chrono::milliseconds(env_int("TESSERA_COMM_TIMEOUT_MS", 60000));
+}
+
 const char* scope_name(Scope s) {
   static const char* names[] = {"world", "rows", "cols"};
   return names[static_cast<int>(s)];
@@ -166,7 +170,7 @@ MeshComm::MeshComm(Mesh mesh, std::shared_ptr<Transport> transport, CommOptions 
       local_nodes_(placement_.nodes_of(transport_->rank())),
       stats_(mesh_) {
   if (options_.timeout.count() <= 0) {
-    options_.timeout = std::chrono::milliseconds(env_int("TESSERA_COMM_TIMEOUT_MS", 60000));
+    options_.timeout = default_comm_timeout();
   }
   if (options_.chunk_bytes == 0) {
     options_.chunk_bytes = static_cast<size_t>(env_int("TESSERA_CHUNK_BYTES", static_cast<int>(transport_->segment_bytes())));

@@ -33,6 +33,11 @@
 
 namespace tessera::comms {
 
+// The default deadline of a blocking communication call: TESSERA_COMM_TIMEOUT_MS if set
+// (ValueError if it is not a positive integer), else 60 s. Communicators, the mpi transport's
+// start-up and `tessera launch` (how long to wait for ranks to report a failure) use it.
+std::chrono::milliseconds default_comm_timeout();
+
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 

@@ -1,5 +1,6 @@
 #include <tessera/runtime/launch_command.h>
 
+#include <tessera/comms/transport.h>
 #include <tessera/core/error.h>
 #include <tessera/runtime/info.h>
 
@@ -99,6 +100,9 @@ int launch_command(const std::vector<std::string>& args) {
   const bool binding = bind == "core" && !cpus.empty() && static_cast<size_t>(n) <= cpus.size();
   std::vector<std::string> cmd(args.begin() + static_cast<long>(i) + 1, args.end());
   std::string coordinator = "127.0.0.1:" + std::to_string(free_port());
+  // How long ranks get to report a failure themselves once one has failed (read before any
+  // rank starts, so that a bad TESSERA_COMM_TIMEOUT_MS is reported once, here).
+  const auto grace_after_failure = comms::default_comm_timeout() + std::chrono::seconds(5);
   std::vector<pid_t> pids;
   const pid_t launcher = ::getpid();
   for (int r = 0; r < n; ++r) {
@@ -151,14 +155,11 @@ int launch_command(const std::vector<std::string>& args) {
     if (!ok && failed_rank < 0) {
       failed_rank = rank;
       failed_status = status;
-      // Give the others their deadline (TESSERA_COMM_TIMEOUT_MS, default 60 s) and a little
-      // more to report the failure themselves, then end them (SIGKILL: a stopped or hung rank
-      // would not act on SIGTERM).
-      int64_t grace_ms = 60000;
-      if (const char* v = std::getenv("TESSERA_COMM_TIMEOUT_MS"); v && std::atoll(v) > 0) grace_ms = std::atoll(v);
-      grace_ms += 5000;
-      std::thread([alive, grace_ms] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(grace_ms));
+      // Give the others their deadline and a little more to report the failure themselves,
+      // then end them (SIGKILL: a stopped or hung rank would not act on SIGTERM).
+      const auto grace = grace_after_failure;
+      std::thread([alive, grace] {
+        std::this_thread::sleep_for(grace);
         std::lock_guard<std::mutex> lock(alive->mu);
         for (pid_t p : alive->pids) ::kill(p, SIGKILL);
       }).detach();

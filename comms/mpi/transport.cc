@@ -30,16 +30,6 @@ struct MaybeLock {
   ~MaybeLock() { if (m) m->unlock(); }
 };
 
-// The start-up deadline: TESSERA_COMM_TIMEOUT_MS (as a communicator's default), else 60 s.
-int64_t start_timeout_ms() {
-  const char* v = std::getenv("TESSERA_COMM_TIMEOUT_MS");
-  if (!v || !*v) return 60000;
-  char* end = nullptr;
-  long long x = std::strtoll(v, &end, 10);
-  TESSERA_CHECK(end && *end == 0 && x > 0, "TESSERA_COMM_TIMEOUT_MS='", v, "' is not a positive integer");
-  return x;
-}
-
 }  // namespace
 
 int ensure_mpi_initialized() {
@@ -58,6 +48,25 @@ int ensure_mpi_initialized() {
   return g_provided;
 }
 
+bool test_until(MPI_Request& req, Deadline deadline, std::mutex* serial, const std::string& what) {
+  for (int i = 0;; ++i) {
+    int flag = 0, rc;
+    {
+      MaybeLock lock(serial);
+      rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
+    }
+    if (rc != MPI_SUCCESS) throw NetworkError(what + " failed: " + MpiTransport::error_string(rc));
+    if (flag) return true;
+    if (Clock::now() >= deadline) return false;
+    if (i < 64) continue;
+    if (i < 4096) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
 std::string MpiTransport::error_string(int code) {
   char buf[MPI_MAX_ERROR_STRING] = {};
   int len = 0;
@@ -71,7 +80,7 @@ MpiTransport::MpiTransport() {
   // MPI_Comm_dup would block without a deadline until every rank gets here: a rank that
   // hangs before making its transport would hang the others. The non-blocking duplicate is
   // polled against the communication deadline instead.
-  const auto timeout = std::chrono::milliseconds(start_timeout_ms());
+  const auto timeout = default_comm_timeout();
   const auto deadline = Clock::now() + timeout;
   MPI_Request dup;
   // MPI writes the new handle when the duplicate completes, which after a timeout is later:
@@ -86,27 +95,17 @@ MpiTransport::MpiTransport() {
     delete slot;
     TESSERA_THROW(NetworkError, "MPI_Comm_idup failed: ", error_string(rc));
   }
-  for (int i = 0;; ++i) {
-    int flag = 0;
-    {
-      MaybeLock lock(serial_.get());
-      MPI_Test(&dup, &flag, MPI_STATUS_IGNORE);
-    }
-    if (flag) {
-      comm_ = *slot;
-      delete slot;
-      break;
-    }
-    if (Clock::now() >= deadline) {
-      int rank = -1, size = 0;
-      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-      MPI_Comm_size(MPI_COMM_WORLD, &size);
-      g_any_aborted = true;  // MPI_Finalize would wait for the missing ranks
-      throw TimeoutError("mpi transport of rank " + std::to_string(rank) + ": not every one of the " +
-                         std::to_string(size) + " ranks made its transport (MPI_Comm_idup) within " +
-                         std::to_string(timeout.count()) + " ms (TESSERA_COMM_TIMEOUT_MS)");
-    }
-    if (i > 64) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  if (test_until(dup, deadline, serial_.get(), "MPI_Comm_idup")) {
+    comm_ = *slot;
+    delete slot;
+  } else {
+    int rank = -1, size = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    g_any_aborted = true;  // MPI_Finalize would wait for the missing ranks
+    throw TimeoutError("mpi transport of rank " + std::to_string(rank) + ": not every one of the " +
+                       std::to_string(size) + " ranks made its transport (MPI_Comm_idup) within " +
+                       std::to_string(timeout.count()) + " ms (TESSERA_COMM_TIMEOUT_MS)");
   }
   MaybeLock lock(serial_.get());
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
@@ -178,16 +177,9 @@ class MpiRequest : public Request {
       MaybeLock lock(t_.serial());
       MPI_Cancel(&req_);
     }
-    const auto give_up = Clock::now() + std::chrono::seconds(1);
-    for (;;) {
-      int flag = 0;
-      {
-        MaybeLock lock(t_.serial());
-        MPI_Test(&req_, &flag, MPI_STATUS_IGNORE);
-      }
-      if (flag) return;
-      if (Clock::now() >= give_up) break;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    try {
+      if (test_until(req_, deadline_after(std::chrono::seconds(1)), t_.serial(), "MPI_Test")) return;
+    } catch (const NetworkError&) {  // a destructor does not throw; MPI keeps the request
     }
     log::get("comms")->warn("mpi: rank {}: a receive of {} bytes from rank {} could not be cancelled; "
                             "leaving it to MPI (its buffer may still be written)", t_.rank(), bytes_, peer_);

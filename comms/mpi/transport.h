@@ -70,4 +70,9 @@ class MpiTransport : public Transport {
 // Initializes MPI once per process (idempotent) and returns the thread level provided.
 int ensure_mpi_initialized();
 
+// Polls `req` with MPI_Test (under `serial` unless it is null) until it completes or `deadline`
+// passes; true if it completed. Spins briefly, then yields, then sleeps 50 us between tests (so
+// as not to starve ranks sharing the cores). An MPI_Test error throws NetworkError naming `what`.
+bool test_until(MPI_Request& req, Deadline deadline, std::mutex* serial, const std::string& what);
+
 }  // namespace tessera::comms::mpi
