@@ -90,7 +90,6 @@ void GradientSync::begin(const std::vector<int64_t>& sizes) {
     b.pending = static_cast<int>(b.grads.size()) * local_nodes();
     b.full = false;
   }
-  held_.assign(static_cast<size_t>(local_nodes()), std::vector<Tensor>(sizes.size()));
   ++step_;
   next_ = 0;
   error_ = nullptr;

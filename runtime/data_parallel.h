@@ -44,7 +44,7 @@ class GradientSync {
 
   // One step: `sizes` are the gradients' element counts, in the order the trainer indexes them.
   void begin(const std::vector<int64_t>& sizes);
-  // Gradient `index` of hosted node `replica` is final (its tensor stays valid until finish()).
+  // Gradient `index` of hosted node `replica` is final; it is copied into its bucket at once.
   void ready(int replica, int index, const Tensor& grad);
   // Waits for every bucket, writes the mean over all mesh nodes into `out` (replica 0's
   // tensors are fine), and returns the mean of `local_loss_sum` over all nodes.
@@ -69,7 +69,6 @@ class GradientSync {
   std::vector<int> bucket_of_;
   std::vector<int64_t> offset_in_bucket_;
   std::vector<Bucket> buckets_;
-  std::vector<std::vector<Tensor>> held_;  // [replica][index]
   uint64_t step_ = 0;
   double comm_seconds_ = 0;
   // One worker thread all-reduces the buckets of a step in bucket order, each as soon as it is
