@@ -13,6 +13,9 @@
 //            --in-place (every row reduces the output buffers in place: tessera with inputs ==
 //            outputs, the peer with MPI_IN_PLACE; repeated calls keep summing, which costs the
 //            same; the wrong-element check runs on fresh values)
+//            --plain-memory (buffers from the heap; by default they come from the mpi transport's
+//            allocate_shared, from which co-located ranks read each other's sends directly; the
+//            peer uses the same buffers either way)
 //            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-unix,grpc-tcp;
 //            the peer always runs). grpc: the default route between co-located ranks (large
 //            chunks read from the sender's memory, the rest over a Unix socket; TESSERA_GRPC_LOCAL
@@ -49,6 +52,7 @@ struct Args {
   int repeat = 1;
   bool grpc = true;
   bool in_place = false;
+  bool plain_memory = false;
   std::string rows = "ring,mesh2d,native,grpc,grpc-unix,grpc-tcp";
   bool want(const std::string& row) const { return ("," + rows + ",").find("," + row + ",") != std::string::npos; }
 };
@@ -73,6 +77,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--repeat") a.repeat = std::stoi(next());
     else if (k == "--no-grpc") a.grpc = false;
     else if (k == "--in-place") a.in_place = true;
+    else if (k == "--plain-memory") a.plain_memory = true;
     else if (k == "--rows") a.rows = next();
     else {
       std::fprintf(stderr, "unknown option %s (see the header of collective_bench.cc)\n", k.c_str());
@@ -155,6 +160,8 @@ int main(int argc, char** argv) {
                 "chunk %zu bytes\n",
                 mesh.shape_string().c_str(), size, static_cast<int>(L), dtype_name(args.dtype),
                 mesh_comm->chunk_bytes_or_default(args.chunk_bytes));
+    std::printf("buffers: %s\n", args.plain_memory ? "heap (--plain-memory)"
+                                                     : "the mpi transport's shared memory (allocate_shared)");
     std::printf("%s; peer: MPI_Allreduce (MPI_FLOAT, MPI_SUM, %s; a rank's nodes summed in memory first "
                 "when it hosts several), same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n",
                 args.in_place ? "in place" : "out of place",
@@ -164,10 +171,34 @@ int main(int argc, char** argv) {
                 "algbw GB/s", "busbw GB/s", "wrong", "vs peer", args.repeat > 1 ? "   range" : "");
   }
 
+  // Every node's input and output, at their largest: from the transport's shared memory (one
+  // allocation, every rank) or the heap; each size uses the front of each.
+  struct Buf {
+    char* p;
+    size_t n;
+    char* data() const { return p; }
+    size_t size() const { return n; }
+  };
+  const size_t span = (args.max_bytes + 4095) / 4096 * 4096;
+  std::shared_ptr<mpi::SharedMemory> shared;
+  std::vector<char> heap;
+  char* base;
+  if (args.plain_memory) {
+    heap.resize(2 * L * span);
+    base = heap.data();
+  } else {
+    shared = mpi_t->allocate_shared(2 * L * span);
+    base = static_cast<char*>(shared->data());
+  }
+
   std::vector<std::string> notes;  // printed under the table
   for (size_t bytes = args.min_bytes; bytes <= args.max_bytes; bytes *= 4) {
     size_t count = bytes / es;
-    std::vector<std::vector<char>> in(L, std::vector<char>(count * es)), out(L, std::vector<char>(count * es));
+    std::vector<Buf> in, out;
+    for (size_t l = 0; l < L; ++l) {
+      in.push_back({base + l * span, count * es});
+      out.push_back({base + (L + l) * span, count * es});
+    }
     for (size_t l = 0; l < L; ++l) {
       for (size_t i = 0; i < count; ++i) {
         float v = value(nodes[l], i);
@@ -289,6 +320,9 @@ int main(int argc, char** argv) {
     std::printf("\nemulated mesh links (rank 0's view, all sizes and algorithms):\n%s",
                 mesh_comm->link_stats().top_links(4).c_str());
   }
+  if (rank == 0 && !args.plain_memory)
+    std::printf("rank 0: %llu sends read directly by co-located ranks (mpi transport)\n",
+                static_cast<unsigned long long>(mpi_t->direct_sends()));
   mesh_comm.reset();
   return 0;
 }

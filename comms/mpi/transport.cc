@@ -2,8 +2,17 @@
 #include <tessera/core/error.h>
 #include <tessera/core/log.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
 #include <thread>
 
 namespace tessera::comms::mpi {
@@ -115,8 +124,26 @@ MpiTransport::MpiTransport() {
   int flag = 0;
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
   if (flag && ub) max_tag_ = static_cast<uint64_t>(*static_cast<int*>(ub));
-  log::get("comms")->debug("mpi: rank {} of {}, thread level {}, MPI_TAG_UB {}", rank_, size_,
-                           provided, max_tag_);
+  // The ranks of this host (every rank is in the constructor: the duplicate completed).
+  host_rank_.assign(static_cast<size_t>(size_), -1);
+  rc = MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host_comm_);
+  TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Comm_split_type failed: ", error_string(rc));
+  MPI_Comm_set_errhandler(host_comm_, MPI_ERRORS_RETURN);
+  int hsize = 1;
+  MPI_Comm_size(host_comm_, &hsize);
+  std::vector<int> in_host(static_cast<size_t>(hsize)), in_world(static_cast<size_t>(hsize));
+  std::iota(in_host.begin(), in_host.end(), 0);
+  MPI_Group world_group, host_group;
+  MPI_Comm_group(comm_, &world_group);
+  MPI_Comm_group(host_comm_, &host_group);
+  MPI_Group_translate_ranks(host_group, hsize, in_host.data(), world_group, in_world.data());
+  MPI_Group_free(&host_group);
+  MPI_Group_free(&world_group);
+  for (int h = 0; h < hsize; ++h) host_rank_[static_cast<size_t>(in_world[h])] = h;
+  host_members_ = in_world;
+  direct_seq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(size_));
+  log::get("comms")->debug("mpi: rank {} of {}, thread level {}, MPI_TAG_UB {}, {} rank(s) on this host",
+                           rank_, size_, provided, max_tag_, hsize);
 }
 
 MpiTransport::~MpiTransport() {
@@ -124,7 +151,16 @@ MpiTransport::~MpiTransport() {
   MPI_Finalized(&finalized);
   if (!finalized && comm_ != MPI_COMM_NULL && !aborted_) {
     MaybeLock lock(serial_.get());
+    // Acknowledgements still in flight: MPI completes them (their copies stay allocated).
+    for (auto& s : small_sends_) {
+      int flag = 0;
+      MPI_Test(&s.second, &flag, MPI_STATUS_IGNORE);
+      if (flag) continue;
+      MPI_Request_free(&s.second);
+      new std::shared_ptr<void>(std::move(s.first));  // leaked on purpose: MPI may still read it
+    }
     MPI_Comm_free(&comm_);
+    if (host_comm_ != MPI_COMM_NULL) MPI_Comm_free(&host_comm_);
   }
 }
 
@@ -246,9 +282,403 @@ class MpiRequest : public Request {
 
 }  // namespace
 
+// ---- the direct path: descriptors for sends from shared memory ----
+
+namespace {
+
+constexpr uint64_t kDescriptorMagic = 0x7465737365726131ull;  // "tessera1"
+constexpr int kSetupTag = 1, kMappedTag = 2, kAckTagBase = 16;
+
+// What a direct send carries over MPI instead of its bytes.
+struct Descriptor {
+  uint64_t magic = kDescriptorMagic;
+  uint64_t seq = 0;     // this sender's direct send number to this receiver
+  uint64_t region = 0;  // the sender's region id
+  uint64_t offset = 0;  // in the region
+  uint64_t bytes = 0;
+};
+
+// The receiver's answer: the bytes were copied (or refused), the sender's buffer is free.
+struct Ack {
+  uint64_t seq = 0;
+  uint64_t status = 0;  // 0 copied; 1 size mismatch (`expected` bytes); 2 unknown region
+  uint64_t expected = 0;
+};
+
+int ack_tag(uint64_t seq, uint64_t max_tag) {
+  return kAckTagBase + static_cast<int>(seq % (max_tag - kAckTagBase));
+}
+
+struct Mapping {
+  void* p = MAP_FAILED;
+  size_t n = 0;
+  Mapping(void* ptr, size_t len) : p(ptr), n(len) {}
+  ~Mapping() {
+    if (p != MAP_FAILED) munmap(p, n);
+  }
+};
+
+class SharedHandle : public SharedMemory {
+ public:
+  SharedHandle(std::shared_ptr<Mapping> m, size_t bytes) : m_(std::move(m)), bytes_(bytes) {}
+  void* data() const override { return m_->p; }
+  size_t bytes() const override { return bytes_; }
+
+ private:
+  std::shared_ptr<Mapping> m_;
+  size_t bytes_;
+};
+
+// A setup message between the ranks of a host: the name and size of a rank's new memory.
+struct SetupMsg {
+  uint64_t magic = kDescriptorMagic;
+  uint64_t id = 0;
+  uint64_t bytes = 0;
+  char name[64] = {};
+};
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Frees (cancelling receives) whatever is still pending of a failed exchange.
+void release_all(std::vector<MPI_Request>& reqs, bool receives, std::mutex* serial) {
+  MaybeLock lock(serial);
+  for (MPI_Request& r : reqs) {
+    if (r == MPI_REQUEST_NULL) continue;
+    if (receives) MPI_Cancel(&r);
+    MPI_Request_free(&r);
+  }
+}
+
+}  // namespace
+
+struct MpiTransport::Region {
+  uint32_t id = 0;
+  std::shared_ptr<Mapping> own;
+  size_t bytes = 0;
+  std::vector<std::shared_ptr<Mapping>> peers;  // by host rank (this rank's slot empty)
+};
+
+std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
+  check_not_aborted();
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t len = (std::max<size_t>(bytes, 1) + page - 1) / page * page;
+  auto region = std::make_shared<Region>();
+  {
+    std::lock_guard<std::mutex> lock(regions_mu_);
+    region->id = static_cast<uint32_t>(regions_.size());
+  }
+  region->bytes = len;
+  const int hsize = host_ranks(), me = host_rank(rank_);
+  region->peers.resize(static_cast<size_t>(hsize));
+  if (hsize == 1) {
+    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) TESSERA_THROW(OutOfMemoryError, "mpi: cannot map ", len, " bytes: ", errno_text());
+    region->own = std::make_shared<Mapping>(p, len);
+    std::lock_guard<std::mutex> lock(regions_mu_);
+    regions_.push_back(region);
+    return std::make_shared<SharedHandle>(region->own, bytes);
+  }
+  // This rank's memory: a POSIX shared-memory object that the host peers map by name, unlinked
+  // once they have (or on failure), so nothing is left in /dev/shm.
+  std::random_device rd;
+  std::string name = "/tessera-" + std::to_string(getpid()) + "-" + std::to_string(region->id) + "-" +
+                     std::to_string(rd() % 1000000);
+  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) TESSERA_THROW(OutOfMemoryError, "mpi: shm_open(", name, ") failed: ", errno_text());
+  struct Unlink {
+    std::string n;
+    ~Unlink() { shm_unlink(n.c_str()); }
+  } unlink_at_exit{name};
+  if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
+    const std::string why = errno_text();
+    close(fd);
+    TESSERA_THROW(OutOfMemoryError, "mpi: cannot size shared memory ", name, " to ", len, " bytes: ", why);
+  }
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) TESSERA_THROW(OutOfMemoryError, "mpi: cannot map ", len, " bytes of shared memory: ", errno_text());
+  region->own = std::make_shared<Mapping>(p, len);
+
+  const auto timeout = default_comm_timeout();
+  const Deadline deadline = Clock::now() + timeout;
+  // Exchanges one message with every host peer on `tag`; throws TimeoutError naming the peers
+  // that did not answer in time.
+  auto exchange = [&](int tag, const void* mine, void* theirs, size_t msg_bytes, const char* step) {
+    std::vector<MPI_Request> recvs(static_cast<size_t>(hsize), MPI_REQUEST_NULL), sends = recvs;
+    {
+      MaybeLock lock(serial_.get());
+      for (int q = 0; q < hsize; ++q) {
+        if (q == me) continue;
+        MPI_Irecv(static_cast<char*>(theirs) + q * msg_bytes, static_cast<int>(msg_bytes), MPI_BYTE, q, tag,
+                  host_comm_, &recvs[static_cast<size_t>(q)]);
+        MPI_Isend(mine, static_cast<int>(msg_bytes), MPI_BYTE, q, tag, host_comm_, &sends[static_cast<size_t>(q)]);
+      }
+    }
+    std::vector<int> missing;
+    for (int q = 0; q < hsize; ++q) {
+      if (q == me) continue;
+      if (!test_until(recvs[static_cast<size_t>(q)], deadline, serial_.get(), "allocate_shared"))
+        missing.push_back(host_members_[static_cast<size_t>(q)]);
+    }
+    for (int q = 0; q < hsize && missing.empty(); ++q) {
+      if (q != me && !test_until(sends[static_cast<size_t>(q)], deadline, serial_.get(), "allocate_shared"))
+        missing.push_back(host_members_[static_cast<size_t>(q)]);
+    }
+    if (missing.empty()) return;
+    release_all(recvs, true, serial_.get());
+    release_all(sends, false, serial_.get());
+    std::string who;
+    for (int w : missing) who += (who.empty() ? "" : ", ") + std::to_string(w);
+    throw TimeoutError("mpi: allocate_shared (region " + std::to_string(region->id) + ", " + step + ") on rank " +
+                       std::to_string(rank_) + ": rank(s) " + who + " of this host did not take part within " +
+                       std::to_string(timeout.count()) + " ms");
+  };
+  SetupMsg mine;
+  mine.id = region->id;
+  mine.bytes = len;
+  std::snprintf(mine.name, sizeof mine.name, "%s", name.c_str());
+  std::vector<SetupMsg> theirs(static_cast<size_t>(hsize));
+  exchange(kSetupTag, &mine, theirs.data(), sizeof(SetupMsg), "exchanging names");
+  for (int q = 0; q < hsize; ++q) {
+    if (q == me) continue;
+    const SetupMsg& m = theirs[static_cast<size_t>(q)];
+    const int w = host_members_[static_cast<size_t>(q)];
+    TESSERA_CHECK_AS(RemoteError, m.magic == kDescriptorMagic && m.id == region->id, "mpi: allocate_shared on rank ",
+                     rank_, ": rank ", w, " made its allocation number ", m.id, " while this rank made number ",
+                     region->id, " (every rank of a host must call allocate_shared in the same order)");
+    int pfd = shm_open(std::string(m.name, strnlen(m.name, sizeof m.name)).c_str(), O_RDONLY, 0);
+    if (pfd < 0) TESSERA_THROW(NetworkError, "mpi: cannot open rank ", w, "'s shared memory ", m.name, ": ", errno_text());
+    void* pp = mmap(nullptr, m.bytes, PROT_READ, MAP_SHARED, pfd, 0);
+    close(pfd);
+    if (pp == MAP_FAILED) TESSERA_THROW(NetworkError, "mpi: cannot map rank ", w, "'s shared memory: ", errno_text());
+    region->peers[static_cast<size_t>(q)] = std::make_shared<Mapping>(pp, m.bytes);
+  }
+  {
+    // Registered before the peers hear that it is mapped: their descriptors may follow at once.
+    std::lock_guard<std::mutex> lock(regions_mu_);
+    regions_.push_back(region);
+  }
+  char one = 1;
+  std::vector<char> acks(static_cast<size_t>(hsize));
+  exchange(kMappedTag, &one, acks.data(), 1, "confirming the mappings");
+  return std::make_shared<SharedHandle>(region->own, bytes);
+}
+
+std::shared_ptr<MpiTransport::Region> MpiTransport::region_of(const void* data, size_t bytes) const {
+  const char* p = static_cast<const char*>(data);
+  std::lock_guard<std::mutex> lock(regions_mu_);
+  for (const auto& r : regions_) {
+    const char* b = static_cast<const char*>(r->own->p);
+    if (p >= b && p + bytes <= b + r->bytes) return r;
+  }
+  return nullptr;
+}
+
+std::pair<const char*, size_t> MpiTransport::peer_region(int peer, uint32_t id) const {
+  std::lock_guard<std::mutex> lock(regions_mu_);
+  if (id >= regions_.size()) return {nullptr, 0};
+  const auto& m = regions_[id]->peers[static_cast<size_t>(host_rank(peer))];
+  if (!m) return {nullptr, 0};
+  return {static_cast<const char*>(m->p), m->n};
+}
+
+void MpiTransport::send_small(int host_peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
+                              const std::string& what) {
+  std::lock_guard<std::mutex> lock(small_mu_);
+  MaybeLock serial(serial_.get());
+  // Reap the completed ones first (in practice all but the newest few: they go out eagerly).
+  small_sends_.erase(std::remove_if(small_sends_.begin(), small_sends_.end(),
+                                    [](auto& s) {
+                                      int flag = 0;
+                                      MPI_Test(&s.second, &flag, MPI_STATUS_IGNORE);
+                                      return flag != 0;
+                                    }),
+                     small_sends_.end());
+  MPI_Request r;
+  int rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, host_peer, tag, host_comm_, &r);
+  if (rc != MPI_SUCCESS) throw NetworkError("MPI_Isend of " + what + " failed: " + error_string(rc));
+  small_sends_.emplace_back(std::move(owner), r);
+}
+
+uint64_t MpiTransport::next_direct_seq(int peer) { return direct_seq_[static_cast<size_t>(peer)].fetch_add(1) + 1; }
+
+namespace {
+
+// A send from shared memory: the descriptor goes out over MPI; the send completes when the
+// receiver acknowledges that it has copied the bytes.
+class DirectSend : public Request {
+ public:
+  DirectSend(MpiTransport& t, int peer, uint64_t tag, const Descriptor& d) : t_(t), peer_(peer), d_(d) {
+    MaybeLock lock(t_.serial());
+    int rc = MPI_Irecv(&ack_, sizeof ack_, MPI_BYTE, t_.host_rank(peer), ack_tag(d_.seq, t_.max_tag()),
+                       t_.host_comm(), &ack_req_);
+    if (rc == MPI_SUCCESS)
+      rc = MPI_Isend(&d_, sizeof d_, MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
+    TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Isend to rank ", peer, " failed: ",
+                     MpiTransport::error_string(rc));
+  }
+  ~DirectSend() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;
+    MaybeLock lock(t_.serial());
+    if (desc_req_ != MPI_REQUEST_NULL) MPI_Request_free(&desc_req_);
+    if (ack_req_ != MPI_REQUEST_NULL) {
+      // The receiver may still read the buffer (as MPI may for a detached send; transport.h).
+      MPI_Cancel(&ack_req_);
+      MPI_Request_free(&ack_req_);
+    }
+  }
+  bool test() override {
+    t_.check_not_aborted();
+    if (!test_one(desc_req_) || !test_one(ack_req_)) return false;
+    if (done_) return true;
+    done_ = true;
+    if (ack_.seq != d_.seq)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " acknowledged direct send " + std::to_string(ack_.seq) +
+                        " while this rank waited for " + std::to_string(d_.seq));
+    if (ack_.status == 1)
+      throw RemoteError("message size mismatch: this rank sent " + std::to_string(d_.bytes) + " bytes, rank " +
+                        std::to_string(peer_) + " expected " + std::to_string(ack_.expected));
+    if (ack_.status != 0)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
+    return true;
+  }
+  bool wait(Deadline deadline) override { return poll_until(*this, deadline); }
+
+  static bool poll_until(Request& r, Deadline deadline) {
+    for (int i = 0;; ++i) {
+      if (r.test()) return true;
+      if (Clock::now() >= deadline) return false;
+      if (i < 64) continue;
+      if (i < 4096) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+
+ private:
+  bool test_one(MPI_Request& r) {
+    if (r == MPI_REQUEST_NULL) return true;
+    int flag = 0, rc;
+    {
+      MaybeLock lock(t_.serial());
+      rc = MPI_Test(&r, &flag, MPI_STATUS_IGNORE);
+    }
+    if (rc != MPI_SUCCESS) {
+      r = MPI_REQUEST_NULL;
+      throw NetworkError("MPI_Test on a direct send to rank " + std::to_string(peer_) +
+                         " failed: " + MpiTransport::error_string(rc));
+    }
+    return flag != 0;
+  }
+  MpiTransport& t_;
+  int peer_;
+  Descriptor d_;
+  Ack ack_;
+  MPI_Request desc_req_ = MPI_REQUEST_NULL, ack_req_ = MPI_REQUEST_NULL;
+  bool done_ = false;
+};
+
+// A receive from a rank of this host that may send a descriptor: probes (MPI_Improbe) for the
+// next matching message; a descriptor is served by copying from the sender's memory, anything
+// else is received as usual.
+class ProbeRecv : public Request {
+ public:
+  ProbeRecv(MpiTransport& t, int peer, uint64_t tag, void* data, size_t bytes)
+      : t_(t), peer_(peer), tag_(tag), data_(data), bytes_(bytes) {}
+  bool test() override {
+    if (done_) return true;
+    if (inner_) return done_ = inner_->test();
+    t_.check_not_aborted();
+    int flag = 0, rc;
+    MPI_Message msg;
+    MPI_Status st;
+    {
+      MaybeLock lock(t_.serial());
+      rc = MPI_Improbe(peer_, static_cast<int>(tag_), t_.comm(), &flag, &msg, &st);
+    }
+    if (rc != MPI_SUCCESS)
+      throw NetworkError("MPI_Improbe for rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
+    if (!flag) return false;
+    int got = 0;
+    MPI_Get_count(&st, MPI_BYTE, &got);
+    if (static_cast<size_t>(got) == sizeof(Descriptor)) {
+      Descriptor d;
+      {
+        MaybeLock lock(t_.serial());
+        rc = MPI_Mrecv(&d, sizeof d, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+      }
+      if (rc != MPI_SUCCESS)
+        throw NetworkError("MPI_Mrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
+      if (d.magic == kDescriptorMagic) return done_ = serve(d);
+      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(got) +
+                        " bytes, the receiver expected " + std::to_string(bytes_));
+    }
+    MPI_Request r;
+    {
+      MaybeLock lock(t_.serial());
+      rc = MPI_Imrecv(data_, static_cast<int>(std::min<size_t>(bytes_, INT_MAX)), MPI_BYTE, &msg, &r);
+    }
+    if (rc != MPI_SUCCESS)
+      throw NetworkError("MPI_Imrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
+    inner_ = std::make_unique<MpiRequest>(t_, r, false, peer_, bytes_);
+    return done_ = inner_->test();
+  }
+  bool wait(Deadline deadline) override { return DirectSend::poll_until(*this, deadline); }
+
+ private:
+  bool serve(const Descriptor& d) {
+    Ack ack;
+    ack.seq = d.seq;
+    ack.expected = bytes_;
+    auto [base, len] = t_.peer_region(peer_, static_cast<uint32_t>(d.region));
+    if (d.bytes != bytes_) {
+      ack.status = 1;
+    } else if (!base || d.offset > len || d.bytes > len - d.offset) {
+      ack.status = 2;
+    } else {
+      std::memcpy(data_, base + d.offset, bytes_);
+      t_.count_direct(false);
+    }
+    auto copy = std::make_shared<Ack>(ack);
+    t_.send_small(t_.host_rank(peer_), ack_tag(d.seq, t_.max_tag()), copy, copy.get(), sizeof(Ack),
+                  "an acknowledgement to rank " + std::to_string(peer_));
+    if (ack.status == 1)
+      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
+                        " bytes, the receiver expected " + std::to_string(bytes_));
+    if (ack.status == 2)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " sent a descriptor of shared memory (region " +
+                        std::to_string(d.region) + ") this rank has not mapped");
+    return true;
+  }
+  MpiTransport& t_;
+  int peer_;
+  uint64_t tag_;
+  void* data_;
+  size_t bytes_;
+  std::unique_ptr<MpiRequest> inner_;
+  bool done_ = false;
+};
+
+}  // namespace
+
 RequestPtr MpiTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
   check_not_aborted();
   check_peer(peer, tag, bytes);
+  if (bytes >= kDirectMinBytes && peer != rank_ && shares_memory_with(peer)) {
+    if (auto region = region_of(data, bytes)) {
+      Descriptor d;
+      d.seq = next_direct_seq(peer);
+      d.region = region->id;
+      d.offset = static_cast<uint64_t>(static_cast<const char*>(data) - static_cast<const char*>(region->own->p));
+      d.bytes = bytes;
+      count_direct(true);
+      return std::make_unique<DirectSend>(*this, peer, tag, d);
+    }
+  }
   MPI_Request r;
   int rc;
   {
@@ -263,6 +693,10 @@ RequestPtr MpiTransport::isend(int peer, uint64_t tag, const void* data, size_t 
 RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
   check_not_aborted();
   check_peer(peer, tag, bytes);
+  // The sender decides whether a message goes direct (it knows where its buffer is): from a
+  // rank of this host, a receive long enough probes and takes either form.
+  if (bytes >= kDirectMinBytes && peer != rank_ && shares_memory_with(peer))
+    return std::make_unique<ProbeRecv>(*this, peer, tag, data, bytes);
   MPI_Request r;
   int rc;
   {

@@ -20,7 +20,20 @@
 // completes it in the background, reading its buffer). Likewise a native collective that
 // timed out stays in MPI's hands. So after a communication error a process should stop using
 // MPI and exit (as `tessera train` does), not go on with the buffers of failed calls.
-#pragma once
+//
+// Shared communication memory (MPI_Alloc_mem's idea; NCCL's registered buffers):
+//
+//   auto mem = t->allocate_shared(64 << 20);       // collective: every rank, same order
+//   float* grads = static_cast<float*>(mem->data());
+//
+// Ranks on one host (MPI_COMM_TYPE_SHARED) map each other's shared memory. A send of at least
+// kDirectMinBytes from inside such memory to a rank on the same host carries only a
+// descriptor over MPI; the receiver copies the bytes straight from the sender's memory with
+// its own threads (one copy, no system call: OpenMPI's single-copy path goes through
+// process_vm_readv) and acknowledges, which completes the send. Anything else (other memory,
+// other hosts, small messages) is an ordinary MPI message. Matching, ordering, deadlines and
+// size-mismatch errors are the same on both paths. The memory lives until both its handle and
+// the transport are gone.
 
 #include <tessera/comms/transport.h>
 
@@ -30,11 +43,23 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace tessera::comms::mpi {
 
+// Memory from MpiTransport::allocate_shared: page-aligned, zero-filled, `bytes()` long.
+class SharedMemory {
+ public:
+  virtual ~SharedMemory() = default;
+  virtual void* data() const = 0;
+  virtual size_t bytes() const = 0;
+};
+
 class MpiTransport : public Transport {
  public:
+  // Sends at least this long from shared memory to a rank on the same host are read directly.
+  static constexpr size_t kDirectMinBytes = 16 << 10;
+
   MpiTransport();
   ~MpiTransport() override;
 
@@ -48,6 +73,17 @@ class MpiTransport : public Transport {
   double alpha() const override { return 3e-6; }
   double beta() const override { return 6e9; }
 
+  // Collective over the ranks of this host: each calls it once per allocation, in the same
+  // order (sizes may differ), within the communication deadline (TimeoutError naming the ranks
+  // that did not). With no other rank on the host it is plain memory. Not thread-safe against
+  // itself (one allocating thread per rank).
+  std::shared_ptr<SharedMemory> allocate_shared(size_t bytes);
+  // Ranks that share memory with this one (same host), this one included.
+  int host_ranks() const { return static_cast<int>(host_members_.size()); }
+  // Sends so far that were carried by a direct read, and receives that made one.
+  uint64_t direct_sends() const { return direct_sends_.load(); }
+  uint64_t direct_recvs() const { return direct_recvs_.load(); }
+
   MPI_Comm comm() const { return comm_; }
   // Held around MPI calls when MPI is not fully thread-safe; null when it is.
   std::mutex* serial() const { return serial_.get(); }
@@ -56,9 +92,36 @@ class MpiTransport : public Transport {
   // MPI error code -> readable string.
   static std::string error_string(int code);
 
+  // ---- the direct path (transport.cc) ----
+  struct Region;
+  // The region of this rank's shared memory holding [data, data + bytes), or null.
+  std::shared_ptr<Region> region_of(const void* data, size_t bytes) const;
+  // Peer `peer`'s mapping of its region `id` (base, bytes), or {null, 0}.
+  std::pair<const char*, size_t> peer_region(int peer, uint32_t id) const;
+  bool shares_memory_with(int peer) const { return host_rank_[static_cast<size_t>(peer)] >= 0; }
+  int host_rank(int peer) const { return host_rank_[static_cast<size_t>(peer)]; }
+  MPI_Comm host_comm() const { return host_comm_; }
+  uint64_t next_direct_seq(int peer);
+  // Sends a small message on the host communicator; `owner` keeps `data` alive until it is out.
+  void send_small(int host_peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
+                  const std::string& what);
+  void count_direct(bool send) { (send ? direct_sends_ : direct_recvs_).fetch_add(1); }
+
  private:
   void check_peer(int peer, uint64_t tag, size_t bytes) const;
   MPI_Comm comm_ = MPI_COMM_NULL;
+  // Ranks of this host: a private communicator (setup messages and acknowledgements), each
+  // world rank's rank in it (-1: another host), and its members in world ranks.
+  MPI_Comm host_comm_ = MPI_COMM_NULL;
+  std::vector<int> host_rank_;
+  std::vector<int> host_members_;
+  mutable std::mutex regions_mu_;
+  // By id: this rank's memory and its mappings of the host peers' memory of the same id.
+  std::vector<std::shared_ptr<Region>> regions_;
+  std::unique_ptr<std::atomic<uint64_t>[]> direct_seq_;  // per peer
+  std::atomic<uint64_t> direct_sends_{0}, direct_recvs_{0};
+  std::mutex small_mu_;
+  std::vector<std::pair<std::shared_ptr<void>, MPI_Request>> small_sends_;  // guarded by small_mu_
   int rank_ = 0, size_ = 1;
   uint64_t max_tag_ = 32767;
   std::unique_ptr<std::mutex> serial_;
