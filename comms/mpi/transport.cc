@@ -4,14 +4,16 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <deque>
+#include <map>
 #include <cstdlib>
 #include <cstring>
-#include <numeric>
 #include <random>
 #include <thread>
 
@@ -83,67 +85,99 @@ std::string MpiTransport::error_string(int code) {
   return std::string(buf, static_cast<size_t>(len));
 }
 
+namespace {
+
+// Where this process's shared memory is: the host name, its boot, and /dev/shm's identity
+// (containers on one host may not share it). Ranks with equal identities share memory.
+struct HostId {
+  char text[192] = {};
+};
+
+HostId host_id() {
+  HostId id;
+  char host[64] = {};
+  gethostname(host, sizeof host - 1);
+  std::string boot;
+  if (FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char b[64] = {};
+    if (std::fgets(b, sizeof b, f)) boot = b;
+    std::fclose(f);
+  }
+  struct stat st {};
+  stat("/dev/shm", &st);
+  std::snprintf(id.text, sizeof id.text, "%s|%s|%llu:%llu", host, boot.c_str(),
+                static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino));
+  return id;
+}
+
+}  // namespace
+
 MpiTransport::MpiTransport() {
   int provided = ensure_mpi_initialized();
   if (provided < MPI_THREAD_MULTIPLE) serial_ = std::make_unique<std::mutex>();
-  // MPI_Comm_dup would block without a deadline until every rank gets here: a rank that
-  // hangs before making its transport would hang the others. The non-blocking duplicate is
-  // polled against the communication deadline instead.
+  // Blocking collectives (MPI_Comm_dup, MPI_Comm_split_type) would wait without a deadline
+  // until every rank gets here: a rank that hangs before making its transport would hang the
+  // others. Three non-blocking ones are polled against the communication deadline instead:
+  // the transport's communicator, a second one for shared-memory setup and acknowledgements,
+  // and the gathering of every rank's host identity.
   const auto timeout = default_comm_timeout();
   const auto deadline = Clock::now() + timeout;
-  MPI_Request dup;
-  // MPI writes the new handle when the duplicate completes, which after a timeout is later:
-  // into a slot that outlives this object (leaked then, 8 bytes).
-  auto* slot = new MPI_Comm(MPI_COMM_NULL);
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  // MPI writes the results when the calls complete, which after a timeout is later: into
+  // memory that outlives this object (leaked then).
+  struct Startup {
+    MPI_Comm comm = MPI_COMM_NULL, ctrl = MPI_COMM_NULL;
+    HostId mine;
+    std::vector<HostId> all;
+    MPI_Request reqs[3] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+  };
+  auto* st = new Startup;
+  st->mine = host_id();
+  st->all.resize(static_cast<size_t>(world));
   int rc;
   {
     MaybeLock lock(serial_.get());
-    rc = MPI_Comm_idup(MPI_COMM_WORLD, slot, &dup);
+    rc = MPI_Comm_idup(MPI_COMM_WORLD, &st->comm, &st->reqs[0]);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_idup(MPI_COMM_WORLD, &st->ctrl, &st->reqs[1]);
+    if (rc == MPI_SUCCESS)
+      rc = MPI_Iallgather(&st->mine, sizeof(HostId), MPI_BYTE, st->all.data(), sizeof(HostId), MPI_BYTE,
+                          MPI_COMM_WORLD, &st->reqs[2]);
   }
-  if (rc != MPI_SUCCESS) {
-    delete slot;
-    TESSERA_THROW(NetworkError, "MPI_Comm_idup failed: ", error_string(rc));
-  }
-  if (test_until(dup, deadline, serial_.get(), "MPI_Comm_idup")) {
-    comm_ = *slot;
-    delete slot;
-  } else {
-    int rank = -1, size = 0;
+  if (rc != MPI_SUCCESS) TESSERA_THROW(NetworkError, "mpi transport start-up (MPI_Comm_idup) failed: ", error_string(rc));
+  for (MPI_Request& r : st->reqs) {
+    if (test_until(r, deadline, serial_.get(), "MPI_Comm_idup")) continue;
+    int rank = -1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
     g_any_aborted = true;  // MPI_Finalize would wait for the missing ranks
     throw TimeoutError("mpi transport of rank " + std::to_string(rank) + ": not every one of the " +
-                       std::to_string(size) + " ranks made its transport (MPI_Comm_idup) within " +
+                       std::to_string(world) + " ranks made its transport (MPI_Comm_idup) within " +
                        std::to_string(timeout.count()) + " ms (TESSERA_COMM_TIMEOUT_MS)");
   }
+  comm_ = st->comm;
+  ctrl_comm_ = st->ctrl;
+  std::vector<HostId> ids = std::move(st->all);
+  delete st;
   MaybeLock lock(serial_.get());
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  MPI_Comm_set_errhandler(ctrl_comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
   void* ub = nullptr;
   int flag = 0;
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
   if (flag && ub) max_tag_ = static_cast<uint64_t>(*static_cast<int*>(ub));
-  // The ranks of this host (every rank is in the constructor: the duplicate completed).
   host_rank_.assign(static_cast<size_t>(size_), -1);
-  rc = MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host_comm_);
-  TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Comm_split_type failed: ", error_string(rc));
-  MPI_Comm_set_errhandler(host_comm_, MPI_ERRORS_RETURN);
-  int hsize = 1;
-  MPI_Comm_size(host_comm_, &hsize);
-  std::vector<int> in_host(static_cast<size_t>(hsize)), in_world(static_cast<size_t>(hsize));
-  std::iota(in_host.begin(), in_host.end(), 0);
-  MPI_Group world_group, host_group;
-  MPI_Comm_group(comm_, &world_group);
-  MPI_Comm_group(host_comm_, &host_group);
-  MPI_Group_translate_ranks(host_group, hsize, in_host.data(), world_group, in_world.data());
-  MPI_Group_free(&host_group);
-  MPI_Group_free(&world_group);
-  for (int h = 0; h < hsize; ++h) host_rank_[static_cast<size_t>(in_world[h])] = h;
-  host_members_ = in_world;
+  const std::string me(ids[static_cast<size_t>(rank_)].text);
+  for (int w = 0; w < size_; ++w) {
+    if (me != ids[static_cast<size_t>(w)].text) continue;
+    host_rank_[static_cast<size_t>(w)] = static_cast<int>(host_members_.size());
+    host_members_.push_back(w);
+  }
   direct_seq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(size_));
+  probes_ = std::make_unique<ProbeQueues>();
   log::get("comms")->debug("mpi: rank {} of {}, thread level {}, MPI_TAG_UB {}, {} rank(s) on this host",
-                           rank_, size_, provided, max_tag_, hsize);
+                           rank_, size_, provided, max_tag_, host_members_.size());
 }
 
 MpiTransport::~MpiTransport() {
@@ -160,7 +194,7 @@ MpiTransport::~MpiTransport() {
       new std::shared_ptr<void>(std::move(s.first));  // leaked on purpose: MPI may still read it
     }
     MPI_Comm_free(&comm_);
-    if (host_comm_ != MPI_COMM_NULL) MPI_Comm_free(&host_comm_);
+    if (ctrl_comm_ != MPI_COMM_NULL) MPI_Comm_free(&ctrl_comm_);
   }
 }
 
@@ -409,9 +443,10 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
       MaybeLock lock(serial_.get());
       for (int q = 0; q < hsize; ++q) {
         if (q == me) continue;
-        MPI_Irecv(static_cast<char*>(theirs) + q * msg_bytes, static_cast<int>(msg_bytes), MPI_BYTE, q, tag,
-                  host_comm_, &recvs[static_cast<size_t>(q)]);
-        MPI_Isend(mine, static_cast<int>(msg_bytes), MPI_BYTE, q, tag, host_comm_, &sends[static_cast<size_t>(q)]);
+        const int w = host_members_[static_cast<size_t>(q)];
+        MPI_Irecv(static_cast<char*>(theirs) + q * msg_bytes, static_cast<int>(msg_bytes), MPI_BYTE, w, tag,
+                  ctrl_comm_, &recvs[static_cast<size_t>(q)]);
+        MPI_Isend(mine, static_cast<int>(msg_bytes), MPI_BYTE, w, tag, ctrl_comm_, &sends[static_cast<size_t>(q)]);
       }
     }
     std::vector<int> missing;
@@ -482,7 +517,7 @@ std::pair<const char*, size_t> MpiTransport::peer_region(int peer, uint32_t id) 
   return {static_cast<const char*>(m->p), m->n};
 }
 
-void MpiTransport::send_small(int host_peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
+void MpiTransport::send_small(int peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
                               const std::string& what) {
   std::lock_guard<std::mutex> lock(small_mu_);
   MaybeLock serial(serial_.get());
@@ -495,7 +530,7 @@ void MpiTransport::send_small(int host_peer, int tag, std::shared_ptr<void> owne
                                     }),
                      small_sends_.end());
   MPI_Request r;
-  int rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, host_peer, tag, host_comm_, &r);
+  int rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, ctrl_comm_, &r);
   if (rc != MPI_SUCCESS) throw NetworkError("MPI_Isend of " + what + " failed: " + error_string(rc));
   small_sends_.emplace_back(std::move(owner), r);
 }
@@ -510,8 +545,8 @@ class DirectSend : public Request {
  public:
   DirectSend(MpiTransport& t, int peer, uint64_t tag, const Descriptor& d) : t_(t), peer_(peer), d_(d) {
     MaybeLock lock(t_.serial());
-    int rc = MPI_Irecv(&ack_, sizeof ack_, MPI_BYTE, t_.host_rank(peer), ack_tag(d_.seq, t_.max_tag()),
-                       t_.host_comm(), &ack_req_);
+    int rc = MPI_Irecv(&ack_, sizeof ack_, MPI_BYTE, peer, ack_tag(d_.seq, t_.max_tag()), t_.ctrl_comm(),
+                       &ack_req_);
     if (rc == MPI_SUCCESS)
       rc = MPI_Isend(&d_, sizeof d_, MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
     TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Isend to rank ", peer, " failed: ",
@@ -540,6 +575,8 @@ class DirectSend : public Request {
     if (ack_.status == 1)
       throw RemoteError("message size mismatch: this rank sent " + std::to_string(d_.bytes) + " bytes, rank " +
                         std::to_string(peer_) + " expected " + std::to_string(ack_.expected));
+    if (ack_.status == 3)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " abandoned the receive of this message");
     if (ack_.status != 0)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
     return true;
@@ -582,40 +619,118 @@ class DirectSend : public Request {
   bool done_ = false;
 };
 
-// A receive from a rank of this host that may send a descriptor: probes (MPI_Improbe) for the
-// next matching message; a descriptor is served by copying from the sender's memory, anything
-// else is received as usual.
+// A receive from a rank of this host that may send a descriptor. Messages are matched in
+// posting order per (peer, tag), as MPI matches posted receives: whichever thread tests a
+// receive first matches the queue's head(s) (MPI_Improbe), and a matched message is taken at
+// once (a descriptor with MPI_Mrecv; data with MPI_Imrecv into the receive's buffer). The
+// receive's own test() then serves a descriptor by copying from the sender's memory.
+class ProbeRecv;
+
+}  // namespace
+
+struct MpiTransport::ProbeQueues {
+  std::mutex mu;
+  std::map<std::pair<int, uint64_t>, std::deque<ProbeRecv*>> queues;
+};
+
+namespace {
+
 class ProbeRecv : public Request {
  public:
+  enum State { kPending, kDescriptor, kData, kDone };
   ProbeRecv(MpiTransport& t, int peer, uint64_t tag, void* data, size_t bytes)
-      : t_(t), peer_(peer), tag_(tag), data_(data), bytes_(bytes) {}
-  bool test() override {
-    if (done_) return true;
-    if (inner_) return done_ = inner_->test();
-    t_.check_not_aborted();
-    int flag = 0, rc;
-    MPI_Message msg;
-    MPI_Status st;
+      : t_(t), peer_(peer), tag_(tag), data_(data), bytes_(bytes) {
+    auto& pq = t_.probe_queues();
+    std::lock_guard<std::mutex> lock(pq.mu);
+    pq.queues[{peer_, tag_}].push_back(this);
+  }
+  ~ProbeRecv() override {
     {
-      MaybeLock lock(t_.serial());
-      rc = MPI_Improbe(peer_, static_cast<int>(tag_), t_.comm(), &flag, &msg, &st);
+      auto& pq = t_.probe_queues();
+      std::lock_guard<std::mutex> lock(pq.mu);
+      auto it = pq.queues.find({peer_, tag_});
+      if (it != pq.queues.end()) {
+        auto& q = it->second;
+        auto me = std::find(q.begin(), q.end(), this);
+        if (me != q.end()) q.erase(me);
+        if (q.empty()) pq.queues.erase(it);
+      }
     }
-    if (rc != MPI_SUCCESS)
-      throw NetworkError("MPI_Improbe for rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
-    if (!flag) return false;
-    int got = 0;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (state_.load() == kDescriptor && desc_.magic == kDescriptorMagic && !finalized) {
+      try {  // the sender is told that nobody will read its buffer
+        reply(desc_, 3);
+      } catch (const CommError&) {
+      }
+    }
+  }
+  bool test() override {
+    State s = state_.load(std::memory_order_acquire);
+    if (s == kPending) {
+      t_.check_not_aborted();
+      match_heads(t_, peer_, tag_);
+      s = state_.load(std::memory_order_acquire);
+    }
+    if (s == kPending) return false;
+    if (s == kData) {
+      if (!inner_->test()) return false;
+      state_ = kDone;
+      return true;
+    }
+    if (s == kDescriptor) {
+      state_ = kDone;  // served once, even if it fails
+      serve(desc_);
+    }
+    return true;
+  }
+  bool wait(Deadline deadline) override { return DirectSend::poll_until(*this, deadline); }
+
+ private:
+  // Matches the heads of the (peer, tag) queue to the messages that have arrived.
+  static void match_heads(MpiTransport& t, int peer, uint64_t tag) {
+    auto& pq = t.probe_queues();
+    std::lock_guard<std::mutex> lock(pq.mu);
+    auto it = pq.queues.find({peer, tag});
+    if (it == pq.queues.end()) return;
+    auto& q = it->second;
+    while (!q.empty()) {
+      int flag = 0, rc;
+      MPI_Message msg;
+      MPI_Status st;
+      {
+        MaybeLock serial(t.serial());
+        rc = MPI_Improbe(peer, static_cast<int>(tag), t.comm(), &flag, &msg, &st);
+      }
+      if (rc != MPI_SUCCESS)
+        throw NetworkError("MPI_Improbe for rank " + std::to_string(peer) + " failed: " + MpiTransport::error_string(rc));
+      if (!flag) break;
+      ProbeRecv* head = q.front();
+      q.pop_front();
+      head->take(msg, st);
+    }
+    if (q.empty()) pq.queues.erase(it);
+  }
+  // Takes the matched message (under the queue's lock).
+  void take(MPI_Message& msg, const MPI_Status& st) {
+    int got = 0, rc;
     MPI_Get_count(&st, MPI_BYTE, &got);
     if (static_cast<size_t>(got) == sizeof(Descriptor)) {
-      Descriptor d;
       {
         MaybeLock lock(t_.serial());
-        rc = MPI_Mrecv(&d, sizeof d, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        rc = MPI_Mrecv(&desc_, sizeof desc_, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
       }
       if (rc != MPI_SUCCESS)
         throw NetworkError("MPI_Mrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
-      if (d.magic == kDescriptorMagic) return done_ = serve(d);
-      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(got) +
-                        " bytes, the receiver expected " + std::to_string(bytes_));
+      if (desc_.magic == kDescriptorMagic) {
+        state_.store(kDescriptor, std::memory_order_release);
+        return;
+      }
+      // Not a descriptor: an ordinary message of the wrong size (already taken, so as such).
+      desc_.magic = 0;
+      desc_.bytes = static_cast<uint64_t>(got);
+      state_.store(kDescriptor, std::memory_order_release);
+      return;
     }
     MPI_Request r;
     {
@@ -625,34 +740,37 @@ class ProbeRecv : public Request {
     if (rc != MPI_SUCCESS)
       throw NetworkError("MPI_Imrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
     inner_ = std::make_unique<MpiRequest>(t_, r, false, peer_, bytes_);
-    return done_ = inner_->test();
+    state_.store(kData, std::memory_order_release);
   }
-  bool wait(Deadline deadline) override { return DirectSend::poll_until(*this, deadline); }
-
- private:
-  bool serve(const Descriptor& d) {
-    Ack ack;
-    ack.seq = d.seq;
-    ack.expected = bytes_;
+  void reply(const Descriptor& d, uint64_t status) {
+    auto ack = std::make_shared<Ack>();
+    ack->seq = d.seq;
+    ack->status = status;
+    ack->expected = bytes_;
+    t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), ack, ack.get(), sizeof(Ack),
+                  "an acknowledgement to rank " + std::to_string(peer_));
+  }
+  void serve(const Descriptor& d) {
+    if (d.magic != kDescriptorMagic)
+      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
+                        " bytes, the receiver expected " + std::to_string(bytes_));
+    uint64_t status = 0;
     auto [base, len] = t_.peer_region(peer_, static_cast<uint32_t>(d.region));
     if (d.bytes != bytes_) {
-      ack.status = 1;
+      status = 1;
     } else if (!base || d.offset > len || d.bytes > len - d.offset) {
-      ack.status = 2;
+      status = 2;
     } else {
       std::memcpy(data_, base + d.offset, bytes_);
       t_.count_direct(false);
     }
-    auto copy = std::make_shared<Ack>(ack);
-    t_.send_small(t_.host_rank(peer_), ack_tag(d.seq, t_.max_tag()), copy, copy.get(), sizeof(Ack),
-                  "an acknowledgement to rank " + std::to_string(peer_));
-    if (ack.status == 1)
+    reply(d, status);
+    if (status == 1)
       throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
                         " bytes, the receiver expected " + std::to_string(bytes_));
-    if (ack.status == 2)
+    if (status == 2)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " sent a descriptor of shared memory (region " +
                         std::to_string(d.region) + ") this rank has not mapped");
-    return true;
   }
   MpiTransport& t_;
   int peer_;
@@ -660,7 +778,8 @@ class ProbeRecv : public Request {
   void* data_;
   size_t bytes_;
   std::unique_ptr<MpiRequest> inner_;
-  bool done_ = false;
+  Descriptor desc_;
+  std::atomic<State> state_{kPending};
 };
 
 }  // namespace

@@ -94,31 +94,34 @@ class MpiTransport : public Transport {
 
   // ---- the direct path (transport.cc) ----
   struct Region;
+  struct ProbeQueues;  // receives that probe, in posting order per (peer, tag)
+  ProbeQueues& probe_queues() { return *probes_; }
   // The region of this rank's shared memory holding [data, data + bytes), or null.
   std::shared_ptr<Region> region_of(const void* data, size_t bytes) const;
   // Peer `peer`'s mapping of its region `id` (base, bytes), or {null, 0}.
   std::pair<const char*, size_t> peer_region(int peer, uint32_t id) const;
   bool shares_memory_with(int peer) const { return host_rank_[static_cast<size_t>(peer)] >= 0; }
   int host_rank(int peer) const { return host_rank_[static_cast<size_t>(peer)]; }
-  MPI_Comm host_comm() const { return host_comm_; }
+  MPI_Comm ctrl_comm() const { return ctrl_comm_; }
   uint64_t next_direct_seq(int peer);
-  // Sends a small message on the host communicator; `owner` keeps `data` alive until it is out.
-  void send_small(int host_peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
+  // Sends a small message on the control communicator; `owner` keeps `data` alive until it is out.
+  void send_small(int peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
                   const std::string& what);
   void count_direct(bool send) { (send ? direct_sends_ : direct_recvs_).fetch_add(1); }
 
  private:
   void check_peer(int peer, uint64_t tag, size_t bytes) const;
   MPI_Comm comm_ = MPI_COMM_NULL;
-  // Ranks of this host: a private communicator (setup messages and acknowledgements), each
-  // world rank's rank in it (-1: another host), and its members in world ranks.
-  MPI_Comm host_comm_ = MPI_COMM_NULL;
+  // A second communicator for shared-memory setup and acknowledgements; each rank's index
+  // among the ranks of this host (-1: another host), and those ranks.
+  MPI_Comm ctrl_comm_ = MPI_COMM_NULL;
   std::vector<int> host_rank_;
   std::vector<int> host_members_;
   mutable std::mutex regions_mu_;
   // By id: this rank's memory and its mappings of the host peers' memory of the same id.
   std::vector<std::shared_ptr<Region>> regions_;
   std::unique_ptr<std::atomic<uint64_t>[]> direct_seq_;  // per peer
+  std::unique_ptr<ProbeQueues> probes_;
   std::atomic<uint64_t> direct_sends_{0}, direct_recvs_{0};
   std::mutex small_mu_;
   std::vector<std::pair<std::shared_ptr<void>, MPI_Request>> small_sends_;  // guarded by small_mu_
