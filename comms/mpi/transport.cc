@@ -726,7 +726,12 @@ class ProbeRecv : public Request {
         state_.store(kDescriptor, std::memory_order_release);
         return;
       }
-      // Not a descriptor: an ordinary message of the wrong size (already taken, so as such).
+      if (bytes_ == sizeof(Descriptor)) {  // an ordinary message that happens to have that size
+        std::memcpy(data_, &desc_, sizeof desc_);
+        state_.store(kDone, std::memory_order_release);
+        return;
+      }
+      // An ordinary message of the wrong size (already taken): serve() reports it.
       desc_.magic = 0;
       desc_.bytes = static_cast<uint64_t>(got);
       state_.store(kDescriptor, std::memory_order_release);
@@ -814,8 +819,16 @@ RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes)
   check_peer(peer, tag, bytes);
   // The sender decides whether a message goes direct (it knows where its buffer is): from a
   // rank of this host, a receive long enough probes and takes either form.
-  if (bytes >= kDirectMinBytes && peer != rank_ && shares_memory_with(peer))
-    return std::make_unique<ProbeRecv>(*this, peer, tag, data, bytes);
+  // A shorter receive probes too while earlier ones for the same (peer, tag) wait in the probe
+  // queue: posted to MPI, it would be matched ahead of them.
+  if (peer != rank_ && shares_memory_with(peer)) {
+    bool probe = bytes >= kDirectMinBytes;
+    if (!probe) {
+      std::lock_guard<std::mutex> lock(probes_->mu);
+      probe = probes_->queues.count({peer, tag}) != 0;
+    }
+    if (probe) return std::make_unique<ProbeRecv>(*this, peer, tag, data, bytes);
+  }
   MPI_Request r;
   int rc;
   {

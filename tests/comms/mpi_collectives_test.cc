@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <functional>
 #include <memory>
+#include <thread>
 
 namespace tessera::comms {
 namespace {
@@ -28,7 +31,11 @@ std::vector<std::string> meshes_for(int p) {
 void expect_all_ranks_ok(const std::vector<std::string>& mine, const std::string& what) {
   int bad = static_cast<int>(mine.size()), any = 0;
   MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_SUM, g_transport->comm());
-  for (size_t i = 0; i < mine.size() && i < 10; ++i) ADD_FAILURE() << "rank " << g_transport->rank() << ": " << mine[i];
+  // Only rank 0 prints gtest's report: the others' failures go to stderr.
+  for (size_t i = 0; i < mine.size() && i < 10; ++i) {
+    ADD_FAILURE() << "rank " << g_transport->rank() << ": " << mine[i];
+    if (g_transport->rank() != 0) std::fprintf(stderr, "rank %d: %s\n", g_transport->rank(), mine[i].c_str());
+  }
   EXPECT_EQ(any, 0) << what << ": " << any << " failure(s) over all ranks";
 }
 
@@ -98,6 +105,174 @@ TEST(MpiGrid, TagsAboveTheMpiLimitAreRejected) {
   }
   o.tag = comm.max_user_tag() + 1;
   EXPECT_THROW(allreduce(comm.world(), o), ValueError);
+}
+
+
+// ---- shared communication memory: sends from it to a rank of this host go direct ----
+
+std::vector<char> pattern(size_t n, int seed) {
+  std::vector<char> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<char>((i * 131 + static_cast<size_t>(seed) * 7) % 251);
+  return v;
+}
+
+bool wait_for(Request& r) { return r.wait(deadline_after(std::chrono::seconds(20))); }
+
+// Runs a rank's part of a test, turning an exception into a failure every rank reports.
+void guarded(std::vector<std::string>& bad, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    bad.push_back(std::string("rank ") + std::to_string(g_transport->rank()) + " threw: " + e.what());
+  }
+}
+
+TEST(MpiShared, DirectAndOrdinaryMessagesMatchInPostingOrder) {
+  auto& t = *g_transport;
+  ASSERT_EQ(t.host_ranks(), t.size()) << "mpirun on one machine";
+  auto mem = t.allocate_shared(1 << 20);  // every rank: the allocation is collective
+  char* shm = static_cast<char*>(mem->data());
+  const size_t kBig = 64 << 10, kMin = mpi::MpiTransport::kDirectMinBytes;
+  std::vector<std::string> bad;
+  auto check = [&](bool ok, const std::string& what) {
+    if (!ok) bad.push_back(what);
+  };
+  guarded(bad, [&] {
+  if (t.rank() == 0) {
+    const uint64_t sends0 = t.direct_sends();
+    auto a = pattern(kBig, 1), b = pattern(kBig, 2), c = pattern(kMin, 3), d = pattern(100, 4);
+    auto e = pattern(kBig, 5), f = pattern(kBig, 6);
+    std::memcpy(shm, a.data(), kBig);                    // A: shared memory, direct
+    std::memcpy(shm + kBig, c.data(), kMin);             // C: exactly the threshold, direct
+    std::memcpy(shm + kBig + kMin, d.data(), d.size());  // D: small, an ordinary message
+    std::memcpy(shm + 2 * kBig + kMin, e.data(), kBig);
+    std::memcpy(shm + 3 * kBig + kMin, f.data(), kBig);
+    std::vector<RequestPtr> rs;
+    rs.push_back(t.isend(1, 5, shm, kBig));
+    rs.push_back(t.isend(1, 5, b.data(), kBig));  // B: heap, ordinary
+    rs.push_back(t.isend(1, 5, shm + kBig, kMin));
+    rs.push_back(t.isend(1, 5, shm + kBig + kMin, d.size()));
+    rs.push_back(t.isend(1, 7, shm + 2 * kBig + kMin, kBig));
+    rs.push_back(t.isend(1, 8, shm + 3 * kBig + kMin, kBig));  // acknowledged before tag 7's
+    for (auto& r : rs) check(wait_for(*r), "a send did not complete");
+    check(t.direct_sends() - sends0 == 4, "rank 0 made " + std::to_string(t.direct_sends() - sends0) +
+                                              " direct sends, not 4 (A, C and tags 7 and 8)");
+  } else if (t.rank() == 1) {
+    const uint64_t recvs0 = t.direct_recvs();
+    std::vector<char> a(kBig), c(kMin), d(100), e(kBig), f(kBig);
+    char* b = shm;  // into shared memory: the receiver's memory does not matter
+    auto ra = t.irecv(0, 5, a.data(), kBig);
+    auto rb = t.irecv(0, 5, b, kBig);
+    auto rc = t.irecv(0, 5, c.data(), kMin);
+    auto rd = t.irecv(0, 5, d.data(), d.size());
+    // Waited for out of posting order: matching still follows the posting order.
+    check(wait_for(*rd) && wait_for(*rb) && wait_for(*rc) && wait_for(*ra), "a receive did not complete");
+    check(a == pattern(kBig, 1), "A arrived wrong");
+    check(std::vector<char>(b, b + kBig) == pattern(kBig, 2), "B arrived wrong");
+    check(c == pattern(kMin, 3), "C arrived wrong");
+    check(d == pattern(100, 4), "D arrived wrong");
+    auto rf = t.irecv(0, 8, f.data(), kBig);
+    check(wait_for(*rf), "tag 8 did not arrive");
+    auto re = t.irecv(0, 7, e.data(), kBig);
+    check(wait_for(*re), "tag 7 did not arrive");
+    check(e == pattern(kBig, 5) && f == pattern(kBig, 6), "tags 7/8 arrived wrong");
+    check(t.direct_recvs() - recvs0 == 4, "rank 1 served " + std::to_string(t.direct_recvs() - recvs0) +
+                                              " direct receives, not 4");
+  }
+  });
+  expect_all_ranks_ok(bad, "direct and ordinary messages");
+}
+
+TEST(MpiShared, ADirectSendCompletesOnlyOnceTheReceiverHasCopied) {
+  auto& t = *g_transport;
+  auto mem = t.allocate_shared(64 << 10);
+  char* shm = static_cast<char*>(mem->data());
+  const size_t n = 64 << 10;
+  std::vector<std::string> bad;
+  if (t.rank() == 0) {
+    auto want = pattern(n, 9);
+    std::memcpy(shm, want.data(), n);
+    auto r = t.isend(1, 21, shm, n);
+    auto until = Clock::now() + std::chrono::milliseconds(200);
+    while (Clock::now() < until) {
+      if (r->test()) {
+        bad.push_back("the send completed before rank 1 posted its receive");
+        break;
+      }
+    }
+    if (!wait_for(*r)) bad.push_back("the send never completed");
+    std::memset(shm, 0, n);  // free to reuse now
+  } else if (t.rank() == 1) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    std::vector<char> got(n);
+    auto r = t.irecv(0, 21, got.data(), n);
+    if (!wait_for(*r)) bad.push_back("the receive never completed");
+    if (got != pattern(n, 9)) bad.push_back("rank 1 received other bytes than rank 0 sent");
+  }
+  expect_all_ranks_ok(bad, "direct send completion");
+}
+
+TEST(MpiShared, ASizeMismatchFailsBothSides) {
+  auto& t = *g_transport;
+  auto mem = t.allocate_shared(64 << 10);
+  std::vector<std::string> bad;
+  auto expect_mismatch = [&](Request& r, const char* side) {
+    try {
+      wait_for(r);
+      bad.push_back(std::string(side) + ": no error");
+    } catch (const RemoteError& e) {
+      if (!std::strstr(e.what(), "size mismatch")) bad.push_back(std::string(side) + ": " + e.what());
+    }
+  };
+  if (t.rank() == 0) {
+    auto r = t.isend(1, 23, mem->data(), 64 << 10);
+    expect_mismatch(*r, "sender");
+  } else if (t.rank() == 1) {
+    std::vector<char> small(32 << 10);
+    auto r = t.irecv(0, 23, small.data(), small.size());
+    expect_mismatch(*r, "receiver");
+  }
+  expect_all_ranks_ok(bad, "size mismatch of a direct send");
+}
+
+TEST(MpiShared, AllreduceOnSharedMemoryIsExactAndReadsDirectly) {
+  auto& t = *g_transport;
+  const int p = t.size();
+  std::vector<std::string> bad;
+  for (std::string ms : {"1x" + std::to_string(p), std::string("2x") + std::to_string(p)}) {
+    MeshComm comm(Mesh::parse(ms), g_transport);
+    const size_t L = comm.local_nodes().size(), count = (1 << 18) + 7;
+    for (bool in_place : {true, false}) {
+      auto mem = t.allocate_shared(2 * L * count * sizeof(float));
+      float* base = static_cast<float*>(mem->data());
+      AllreduceOptions o;
+      o.count = count;
+      o.algorithm = Algorithm::mesh2d;
+      o.chunk_bytes = 64 << 10;  // several segments per step
+      for (size_t l = 0; l < L; ++l) {
+        float* in = base + l * count;
+        float* out = in_place ? in : base + (L + l) * count;
+        for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>((comm.local_nodes()[l] + i) % 5);
+        o.inputs.push_back(in);
+        o.outputs.push_back(out);
+      }
+      const uint64_t before = t.direct_sends();
+      allreduce(comm.world(), o);
+      const int n = comm.mesh().size();
+      size_t wrong = 0;
+      for (size_t l = 0; l < L; ++l) {
+        for (size_t i = 0; i < count; ++i) {
+          float want = 0;
+          for (int m = 0; m < n; ++m) want += static_cast<float>((m + i) % 5);
+          wrong += o.outputs[l] != nullptr && static_cast<float*>(o.outputs[l])[i] != want;
+        }
+      }
+      const std::string what = ms + (in_place ? " in place" : " out of place");
+      if (wrong) bad.push_back(what + ": " + std::to_string(wrong) + " wrong elements");
+      if (t.direct_sends() == before) bad.push_back(what + ": no send went direct");
+    }
+  }
+  expect_all_ranks_ok(bad, "all-reduce on shared memory");
 }
 
 }  // namespace
