@@ -9,6 +9,10 @@
 //         within the deadline, naming the operation and the ranks of the group.
 //   late-start: rank 1 makes its transport only after 3.5 s; rank 0's, with a deadline of
 //         1 s (TESSERA_COMM_TIMEOUT_MS), must fail with a TimeoutError by then.
+//   shared-hang: as hang, on buffers in the transport's shared memory (sends are read directly
+//         by the peer, and complete only when it acknowledges).
+//   shared-late: rank 1 does not take part in allocate_shared (it sleeps 3.5 s); rank 0's, with
+//         a deadline of 1 s, must fail with a TimeoutError naming rank 1.
 // Prints "PASS: ..." or "FAIL: ..." from rank 0.
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
@@ -17,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <thread>
 #include <unistd.h>
 
@@ -54,21 +59,57 @@ int main(int argc, char** argv) {
     MPI_Barrier(MPI_COMM_WORLD);
     _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
   }
+  if (mode == "shared-late") ::setenv("TESSERA_COMM_TIMEOUT_MS", "1000", 1);
   auto t = std::make_shared<mpi::MpiTransport>();
   if (t->size() != 2) {
     std::fprintf(stderr, "run with mpirun -np 2\n");
     return 2;
   }
+  if (mode == "shared-late") {
+    if (t->rank() == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+      MPI_Barrier(MPI_COMM_WORLD);
+      return 0;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    std::string result;
+    try {
+      t->allocate_shared(1 << 20);
+      result = "FAIL: allocate_shared completed without rank 1";
+    } catch (const TimeoutError& e) {
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f s", s);
+      result = (s < 2.5 && std::strstr(e.what(), "rank(s) 1 ") ? "PASS: rank 0 got TimeoutError after "
+                                                              : "FAIL: TimeoutError after ") +
+               std::string(buf) + ": " + e.what();
+    }
+    std::printf("%s (%s)\n", result.c_str(), mode.c_str());
+    std::fflush(stdout);
+    MPI_Barrier(MPI_COMM_WORLD);
+    _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
+  }
   MeshComm comm(Mesh::parse("1x2"), t);
-  std::vector<float> v(16, 1.0f);
+  // shared-hang: 256 KiB in shared memory, so the ring's messages go direct.
+  const bool shared = mode == "shared-hang";
+  const size_t count = shared ? size_t{1} << 16 : 16;
+  std::vector<float> heap(shared ? 0 : count, 1.0f);
+  std::shared_ptr<mpi::SharedMemory> mem = shared ? t->allocate_shared(count * sizeof(float)) : nullptr;
+  float* v = shared ? static_cast<float*>(mem->data()) : heap.data();
+  std::fill(v, v + count, 1.0f);
   AllreduceOptions o;
-  o.count = v.size();
-  o.inputs = {v.data()};
-  o.outputs = {v.data()};
+  o.count = count;
+  o.inputs = {v};
+  o.outputs = {v};
   o.timeout = std::chrono::milliseconds(1000);
   const bool native = mode == "native-late";
   o.algorithm = native ? Algorithm::ring : Algorithm::mesh2d;
+  const uint64_t direct0 = t->direct_sends();
   allreduce(comm.world(), o);  // both alive: works
+  if (shared && t->direct_sends() == direct0) {
+    std::printf("FAIL: no send went direct (%s)\n", mode.c_str());
+    return 1;
+  }
   if (native) o.algorithm = Algorithm::native;
   if (comm.rank() == 1) {
     if (mode == "exit") {
