@@ -1,4 +1,10 @@
 #include <tessera/runtime/data_parallel.h>
+#include <tessera/core/error.h>
+#include <tessera/core/log.h>
+
+#if defined(TESSERA_WITH_MPI)
+#include <tessera/comms/mpi/transport.h>
+#endif
 
 #include <chrono>
 #include <cstring>
@@ -49,9 +55,9 @@ void GradientSync::reduce_bucket(size_t bi) {
   // Tags: one per bucket, so that a late message of a previous step or bucket cannot match.
   uint64_t tag = (step_ * buckets_.size() + bi) % comm_.max_user_tag();
   comms::AllreduceOptions o;
-  for (auto& buf : b.buffers) {
-    o.inputs.push_back(buf.data());
-    o.outputs.push_back(buf.data());
+  for (float* buf : b.buffers) {
+    o.inputs.push_back(buf);
+    o.outputs.push_back(buf);
   }
   o.count = b.elems;
   o.dtype = DType::f32;
@@ -84,7 +90,32 @@ void GradientSync::begin(const std::vector<int64_t>& sizes) {
       b.grads.push_back(i);
       b.elems += static_cast<size_t>(sizes[i]);
     }
-    for (auto& b : buckets_) b.buffers.assign(static_cast<size_t>(local_nodes()), std::vector<float>(b.elems));
+    // One allocation for every bucket and hosted node (collective over the ranks of a host
+    // under mpi: every rank plans the same buckets in the same order).
+    const size_t nodes = static_cast<size_t>(local_nodes());
+    size_t total = 0;
+    for (const auto& b : buckets_) total += b.elems * nodes;
+    float* base = nullptr;
+#if defined(TESSERA_WITH_MPI)
+    if (auto* mt = dynamic_cast<comms::mpi::MpiTransport*>(&comm_.transport())) {
+      try {
+        auto mem = mt->allocate_shared(total * sizeof(float));
+        base = static_cast<float*>(mem->data());
+        storage_ = std::move(mem);
+      } catch (const OutOfMemoryError& e) {  // every rank of the host gets it: all use the heap
+        log::get("runtime")->warn("gradient buckets on the heap: {}", e.what());
+      }
+    }
+#endif
+    if (!base) {
+      auto heap = std::make_shared<std::vector<float>>(total);
+      base = heap->data();
+      storage_ = std::move(heap);
+    }
+    for (auto& b : buckets_) {
+      b.buffers.clear();
+      for (size_t l = 0; l < nodes; ++l, base += b.elems) b.buffers.push_back(base);
+    }
   }
   for (auto& b : buckets_) {
     b.pending = static_cast<int>(b.grads.size()) * local_nodes();
@@ -102,7 +133,7 @@ void GradientSync::ready(int replica, int index, const Tensor& grad) {
                           "gradient ", index, " of replica ", replica);
   int bi = bucket_of_[index];
   Bucket& b = buckets_[bi];
-  std::memcpy(b.buffers[replica].data() + offset_in_bucket_[index], grad.data<float>(),
+  std::memcpy(b.buffers[replica] + offset_in_bucket_[index], grad.data<float>(),
               static_cast<size_t>(sizes_[index]) * sizeof(float));
   std::lock_guard<std::mutex> lock(mu_);
   if (--b.pending == 0) {
@@ -125,7 +156,7 @@ double GradientSync::finish(const std::vector<Tensor>& out, double local_loss_su
   const float inv = 1.0f / static_cast<float>(world_nodes());
   for (size_t i = 0; i < sizes_.size(); ++i) {
     const Bucket& b = buckets_[bucket_of_[i]];
-    const float* src = b.buffers[0].data() + offset_in_bucket_[i];
+    const float* src = b.buffers[0] + offset_in_bucket_[i];
     float* dst = out[i].data<float>();
     for (int64_t k = 0; k < sizes_[i]; ++k) dst[k] = src[k] * inv;
   }

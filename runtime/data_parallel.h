@@ -11,7 +11,9 @@
 // A rank hosting several nodes runs their forward/backward one after another (they exchange
 // through memory); the all-reduce of a bucket starts as soon as the last hosted node has
 // produced every gradient in it. Sums are divided by the number of mesh nodes, so the update
-// equals a single node's on the global batch (up to summation order).
+// equals a single node's on the global batch (up to summation order). Over the mpi transport
+// the buckets live in its shared memory (MpiTransport::allocate_shared), so ranks on one host
+// read each other's gradients directly.
 #pragma once
 
 #include <tessera/comms/collectives.h>
@@ -58,7 +60,7 @@ class GradientSync {
     size_t elems = 0;
     int pending = 0;         // gradients (x replicas) not yet ready
     bool full = false;       // every gradient is in; the worker may reduce it
-    std::vector<std::vector<float>> buffers;  // one per hosted node
+    std::vector<float*> buffers;  // one per hosted node, in storage_
   };
   void run_worker();
   void reduce_bucket(size_t b);
@@ -69,6 +71,7 @@ class GradientSync {
   std::vector<int> bucket_of_;
   std::vector<int64_t> offset_in_bucket_;
   std::vector<Bucket> buckets_;
+  std::shared_ptr<void> storage_;  // every bucket's buffers
   uint64_t step_ = 0;
   double comm_seconds_ = 0;
   // One worker thread all-reduces the buckets of a step in bucket order, each as soon as it is

@@ -168,9 +168,12 @@ MpiTransport::MpiTransport() {
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
   if (flag && ub) max_tag_ = static_cast<uint64_t>(*static_cast<int*>(ub));
   host_rank_.assign(static_cast<size_t>(size_), -1);
+  // TESSERA_MPI_SHARED=0 (on every rank): no shared memory; every message goes through MPI.
+  const char* shared_env = std::getenv("TESSERA_MPI_SHARED");
+  const bool no_shared = shared_env && std::string(shared_env) == "0";
   const std::string me(ids[static_cast<size_t>(rank_)].text);
   for (int w = 0; w < size_; ++w) {
-    if (me != ids[static_cast<size_t>(w)].text) continue;
+    if (me != ids[static_cast<size_t>(w)].text || (no_shared && w != rank_)) continue;
     host_rank_[static_cast<size_t>(w)] = static_cast<int>(host_members_.size());
     host_members_.push_back(w);
   }
@@ -368,7 +371,9 @@ struct SetupMsg {
   uint64_t magic = kDescriptorMagic;
   uint64_t id = 0;
   uint64_t bytes = 0;
+  uint64_t ok = 1;
   char name[64] = {};
+  char error[160] = {};
 };
 
 std::string errno_text() { return std::strerror(errno); }
@@ -413,26 +418,34 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
     return std::make_shared<SharedHandle>(region->own, bytes);
   }
   // This rank's memory: a POSIX shared-memory object that the host peers map by name, unlinked
-  // once they have (or on failure), so nothing is left in /dev/shm.
+  // once they have (or on failure), so nothing is left in /dev/shm. Its pages are reserved up
+  // front (posix_fallocate): a full /dev/shm is then an error here, not a SIGBUS later. A rank
+  // that fails still takes part in the exchange, so that every rank of the host fails alike.
   std::random_device rd;
   std::string name = "/tessera-" + std::to_string(getpid()) + "-" + std::to_string(region->id) + "-" +
                      std::to_string(rd() % 1000000);
-  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  if (fd < 0) TESSERA_THROW(OutOfMemoryError, "mpi: shm_open(", name, ") failed: ", errno_text());
   struct Unlink {
     std::string n;
-    ~Unlink() { shm_unlink(n.c_str()); }
+    bool created = false;
+    ~Unlink() {
+      if (created) shm_unlink(n.c_str());
+    }
   } unlink_at_exit{name};
-  if (ftruncate(fd, static_cast<off_t>(len)) != 0) {
-    const std::string why = errno_text();
+  std::string failure;
+  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) {
+    failure = "shm_open: " + errno_text();
+  } else {
+    unlink_at_exit.created = true;
+    if (int e = posix_fallocate(fd, 0, static_cast<off_t>(len)); e != 0) {
+      failure = "reserving " + std::to_string(len) + " bytes in /dev/shm: " + std::strerror(e);
+    } else {
+      void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) failure = "mmap: " + errno_text();
+      else region->own = std::make_shared<Mapping>(p, len);
+    }
     close(fd);
-    TESSERA_THROW(OutOfMemoryError, "mpi: cannot size shared memory ", name, " to ", len, " bytes: ", why);
   }
-  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) TESSERA_THROW(OutOfMemoryError, "mpi: cannot map ", len, " bytes of shared memory: ", errno_text());
-  region->own = std::make_shared<Mapping>(p, len);
-
   const auto timeout = default_comm_timeout();
   const Deadline deadline = Clock::now() + timeout;
   // Exchanges one message with every host peer on `tag`; throws TimeoutError naming the peers
@@ -468,34 +481,76 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
                        std::to_string(rank_) + ": rank(s) " + who + " of this host did not take part within " +
                        std::to_string(timeout.count()) + " ms");
   };
-  SetupMsg mine;
+  // Every rank of the host fails if one did, naming it and its reason.
+  auto fail_if_any = [&](const std::vector<SetupMsg>& msgs, const char* step) {
+    std::string why;
+    for (int q = 0; q < hsize; ++q) {
+      const SetupMsg& m = msgs[static_cast<size_t>(q)];
+      if (m.ok) continue;
+      why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(host_members_[static_cast<size_t>(q)]) +
+             ": " + std::string(m.error, strnlen(m.error, sizeof m.error));
+    }
+    if (!why.empty())
+      TESSERA_THROW(OutOfMemoryError, "mpi: allocate_shared of ", len, " bytes (", step, ") failed on this host: ",
+                    why, " (is /dev/shm large enough? Docker's default is 64 MB: --shm-size)");
+  };
+  std::vector<SetupMsg> all(static_cast<size_t>(hsize));
+  SetupMsg& mine = all[static_cast<size_t>(me)];
   mine.id = region->id;
   mine.bytes = len;
+  mine.ok = failure.empty();
   std::snprintf(mine.name, sizeof mine.name, "%s", name.c_str());
-  std::vector<SetupMsg> theirs(static_cast<size_t>(hsize));
-  exchange(kSetupTag, &mine, theirs.data(), sizeof(SetupMsg), "exchanging names");
+  std::snprintf(mine.error, sizeof mine.error, "%s", failure.c_str());
+  const SetupMsg sent = mine;
+  exchange(kSetupTag, &sent, all.data(), sizeof(SetupMsg), "exchanging names");
   for (int q = 0; q < hsize; ++q) {
-    if (q == me) continue;
-    const SetupMsg& m = theirs[static_cast<size_t>(q)];
-    const int w = host_members_[static_cast<size_t>(q)];
+    const SetupMsg& m = all[static_cast<size_t>(q)];
     TESSERA_CHECK_AS(RemoteError, m.magic == kDescriptorMagic && m.id == region->id, "mpi: allocate_shared on rank ",
-                     rank_, ": rank ", w, " made its allocation number ", m.id, " while this rank made number ",
-                     region->id, " (every rank of a host must call allocate_shared in the same order)");
+                     rank_, ": rank ", host_members_[static_cast<size_t>(q)], " made its allocation number ", m.id,
+                     " while this rank made number ", region->id,
+                     " (every rank of a host must call allocate_shared in the same order)");
+  }
+  fail_if_any(all, "creating");
+  // Map the peers' memory; then report success or failure once more.
+  std::string map_failure;
+  for (int q = 0; q < hsize && map_failure.empty(); ++q) {
+    if (q == me) continue;
+    const SetupMsg& m = all[static_cast<size_t>(q)];
+    const int w = host_members_[static_cast<size_t>(q)];
     int pfd = shm_open(std::string(m.name, strnlen(m.name, sizeof m.name)).c_str(), O_RDONLY, 0);
-    if (pfd < 0) TESSERA_THROW(NetworkError, "mpi: cannot open rank ", w, "'s shared memory ", m.name, ": ", errno_text());
+    if (pfd < 0) {
+      map_failure = "opening rank " + std::to_string(w) + "'s memory: " + errno_text();
+      break;
+    }
     void* pp = mmap(nullptr, m.bytes, PROT_READ, MAP_SHARED, pfd, 0);
     close(pfd);
-    if (pp == MAP_FAILED) TESSERA_THROW(NetworkError, "mpi: cannot map rank ", w, "'s shared memory: ", errno_text());
+    if (pp == MAP_FAILED) {
+      map_failure = "mapping rank " + std::to_string(w) + "'s memory: " + errno_text();
+      break;
+    }
     region->peers[static_cast<size_t>(q)] = std::make_shared<Mapping>(pp, m.bytes);
   }
   {
-    // Registered before the peers hear that it is mapped: their descriptors may follow at once.
+    // Registered before the peers hear that it is mapped (their descriptors may follow at
+    // once), and on every rank even if mapping failed, so region ids stay equal.
     std::lock_guard<std::mutex> lock(regions_mu_);
     regions_.push_back(region);
   }
-  char one = 1;
-  std::vector<char> acks(static_cast<size_t>(hsize));
-  exchange(kMappedTag, &one, acks.data(), 1, "confirming the mappings");
+  std::vector<SetupMsg> mapped(static_cast<size_t>(hsize));
+  SetupMsg mine2 = sent;
+  mine2.ok = map_failure.empty();
+  std::snprintf(mine2.error, sizeof mine2.error, "%s", map_failure.c_str());
+  mapped[static_cast<size_t>(me)] = mine2;
+  exchange(kMappedTag, &mine2, mapped.data(), sizeof(SetupMsg), "confirming the mappings");
+  try {
+    fail_if_any(mapped, "mapping");
+  } catch (...) {
+    // Unregister it everywhere alike: no send may go direct from memory a peer has not mapped.
+    std::lock_guard<std::mutex> lock(regions_mu_);
+    region->own = std::make_shared<Mapping>(MAP_FAILED, 0);
+    region->bytes = 0;
+    throw;
+  }
   return std::make_shared<SharedHandle>(region->own, bytes);
 }
 

@@ -235,6 +235,35 @@ TEST(MpiShared, ASizeMismatchFailsBothSides) {
   expect_all_ranks_ok(bad, "size mismatch of a direct send");
 }
 
+TEST(MpiShared, AnAllocationThatCannotBeMadeFailsOnEveryRankAlike) {
+  auto& t = *g_transport;
+  std::vector<std::string> bad;
+  try {
+    t.allocate_shared(size_t{1} << 42);  // 4 TiB: more than /dev/shm holds
+    bad.push_back("a 4 TiB allocation succeeded");
+  } catch (const OutOfMemoryError& e) {
+    if (!std::strstr(e.what(), "rank ") || !std::strstr(e.what(), "/dev/shm"))
+      bad.push_back(std::string("unclear error: ") + e.what());
+  } catch (const std::exception& e) {
+    bad.push_back(std::string("wrong error: ") + e.what());
+  }
+  // The ranks still agree on what comes next: a small allocation, and a send from it.
+  guarded(bad, [&] {
+    auto mem = t.allocate_shared(64 << 10);
+    const uint64_t before = t.direct_sends();
+    if (t.rank() == 0) {
+      auto r = t.isend(1, 25, mem->data(), 64 << 10);
+      if (!wait_for(*r)) bad.push_back("the send after a failed allocation did not complete");
+      if (t.direct_sends() != before + 1) bad.push_back("the send after a failed allocation did not go direct");
+    } else if (t.rank() == 1) {
+      std::vector<char> got(64 << 10, 1);
+      auto r = t.irecv(0, 25, got.data(), got.size());
+      if (!wait_for(*r) || got != std::vector<char>(64 << 10, 0)) bad.push_back("the send after a failed allocation arrived wrong");
+    }
+  });
+  expect_all_ranks_ok(bad, "failed allocation");
+}
+
 TEST(MpiShared, AllreduceOnSharedMemoryIsExactAndReadsDirectly) {
   auto& t = *g_transport;
   const int p = t.size();
