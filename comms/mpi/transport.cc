@@ -34,6 +34,23 @@ void finalize_at_exit() {
   if (!finalized) MPI_Finalize();
 }
 
+// Calls done() until it returns true (true) or the deadline passes (false): spins briefly
+// (latency), then yields, then sleeps 50 us between calls (so as not to starve ranks sharing
+// the cores).
+template <class Done>
+bool poll_until(Deadline deadline, Done&& done) {
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if (Clock::now() >= deadline) return false;
+    if (i < 64) continue;
+    if (i < 4096) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
 // RAII for the optional serialization mutex.
 struct MaybeLock {
   std::mutex* m;
@@ -60,22 +77,15 @@ int ensure_mpi_initialized() {
 }
 
 bool test_until(MPI_Request& req, Deadline deadline, std::mutex* serial, const std::string& what) {
-  for (int i = 0;; ++i) {
+  return poll_until(deadline, [&] {
     int flag = 0, rc;
     {
       MaybeLock lock(serial);
       rc = MPI_Test(&req, &flag, MPI_STATUS_IGNORE);
     }
     if (rc != MPI_SUCCESS) throw NetworkError(what + " failed: " + MpiTransport::error_string(rc));
-    if (flag) return true;
-    if (Clock::now() >= deadline) return false;
-    if (i < 64) continue;
-    if (i < 4096) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  }
+    return flag != 0;
+  });
 }
 
 std::string MpiTransport::error_string(int code) {
@@ -294,20 +304,7 @@ class MpiRequest : public Request {
     return true;
   }
 
-  bool wait(Deadline deadline) override {
-    // Spin briefly (latency), then yield, then sleep a little (do not starve peers sharing
-    // cores), checking the deadline throughout.
-    for (int i = 0;; ++i) {
-      if (test()) return true;
-      if (Clock::now() >= deadline) return false;
-      if (i < 64) continue;
-      if (i < 4096) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
-    }
-  }
+  bool wait(Deadline deadline) override { return poll_until(deadline, [&] { return test(); }); }
 
  private:
   const MpiTransport& t_;
@@ -636,20 +633,7 @@ class DirectSend : public Request {
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
     return true;
   }
-  bool wait(Deadline deadline) override { return poll_until(*this, deadline); }
-
-  static bool poll_until(Request& r, Deadline deadline) {
-    for (int i = 0;; ++i) {
-      if (r.test()) return true;
-      if (Clock::now() >= deadline) return false;
-      if (i < 64) continue;
-      if (i < 4096) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
-    }
-  }
+  bool wait(Deadline deadline) override { return poll_until(deadline, [&] { return test(); }); }
 
  private:
   bool test_one(MPI_Request& r) {
@@ -739,7 +723,7 @@ class ProbeRecv : public Request {
     }
     return true;
   }
-  bool wait(Deadline deadline) override { return DirectSend::poll_until(*this, deadline); }
+  bool wait(Deadline deadline) override { return poll_until(deadline, [&] { return test(); }); }
 
  private:
   // Matches the heads of the (peer, tag) queue to the messages that have arrived.

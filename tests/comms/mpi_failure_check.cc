@@ -21,12 +21,36 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <algorithm>
 #include <thread>
 #include <unistd.h>
 
 using namespace tessera;
 using namespace tessera::comms;
+
+// Rank 0's check of a call that must time out within 2.5 s with `expect` in its message; prints
+// the verdict, waits for rank 1 and exits with it.
+[[noreturn]] void expect_timeout(const std::string& mode, const std::string& what, const char* expect,
+                                 const std::function<void()>& call) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::string result;
+  try {
+    call();
+    result = "FAIL: " + what + " completed without rank 1";
+  } catch (const TimeoutError& e) {
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.2f s", s);
+    result = (s < 2.5 && std::strstr(e.what(), expect) ? "PASS: rank 0 got TimeoutError after "
+                                                       : "FAIL: TimeoutError after ") +
+             std::string(buf) + ": " + e.what();
+  }
+  std::printf("%s (%s)\n", result.c_str(), mode.c_str());
+  std::fflush(stdout);
+  MPI_Barrier(MPI_COMM_WORLD);
+  _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
+}
 
 int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "hang";
@@ -41,23 +65,7 @@ int main(int argc, char** argv) {
       MPI_Barrier(MPI_COMM_WORLD);
       return 0;
     }
-    auto t0 = std::chrono::steady_clock::now();
-    std::string result;
-    try {
-      mpi::MpiTransport t;
-      result = "FAIL: the transport was made without rank 1";
-    } catch (const TimeoutError& e) {
-      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.2f s", s);
-      result = (s < 2.5 && std::strstr(e.what(), "MPI_Comm_idup") ? "PASS: rank 0 got TimeoutError after "
-                                                                   : "FAIL: TimeoutError after ") +
-               std::string(buf) + ": " + e.what();
-    }
-    std::printf("%s (%s)\n", result.c_str(), mode.c_str());
-    std::fflush(stdout);
-    MPI_Barrier(MPI_COMM_WORLD);
-    _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
+    expect_timeout(mode, "the transport", "MPI_Comm_idup", [] { mpi::MpiTransport t; });
   }
   if (mode == "shared-late") ::setenv("TESSERA_COMM_TIMEOUT_MS", "1000", 1);
   auto t = std::make_shared<mpi::MpiTransport>();
@@ -71,23 +79,7 @@ int main(int argc, char** argv) {
       MPI_Barrier(MPI_COMM_WORLD);
       return 0;
     }
-    auto t0 = std::chrono::steady_clock::now();
-    std::string result;
-    try {
-      t->allocate_shared(1 << 20);
-      result = "FAIL: allocate_shared completed without rank 1";
-    } catch (const TimeoutError& e) {
-      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.2f s", s);
-      result = (s < 2.5 && std::strstr(e.what(), "rank(s) 1 ") ? "PASS: rank 0 got TimeoutError after "
-                                                              : "FAIL: TimeoutError after ") +
-               std::string(buf) + ": " + e.what();
-    }
-    std::printf("%s (%s)\n", result.c_str(), mode.c_str());
-    std::fflush(stdout);
-    MPI_Barrier(MPI_COMM_WORLD);
-    _exit(result.rfind("PASS", 0) == 0 ? 0 : 1);
+    expect_timeout(mode, "allocate_shared", "rank(s) 1 ", [&] { t->allocate_shared(1 << 20); });
   }
   MeshComm comm(Mesh::parse("1x2"), t);
   // shared-hang: 256 KiB in shared memory, so the ring's messages go direct.
