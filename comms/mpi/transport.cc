@@ -10,8 +10,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <deque>
-#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -188,7 +186,6 @@ MpiTransport::MpiTransport() {
     host_members_.push_back(w);
   }
   direct_seq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(size_));
-  probes_ = std::make_unique<ProbeQueues>();
   log::get("comms")->debug("mpi: rank {} of {}, thread level {}, MPI_TAG_UB {}, {} rank(s) on this host",
                            rank_, size_, provided, max_tag_, host_members_.size());
 }
@@ -238,10 +235,33 @@ void MpiTransport::check_peer(int peer, uint64_t tag, size_t bytes) const {
 
 namespace {
 
+constexpr uint64_t kDescriptorMagic = 0x7465737365726131ull;  // "tessera1"
+constexpr int kSetupTag = 1, kMappedTag = 2, kAckTagBase = 16;
+
+// What a direct send carries over MPI instead of its bytes.
+struct Descriptor {
+  uint64_t magic = kDescriptorMagic;
+  uint64_t seq = 0;     // this sender's direct send number to this receiver
+  uint64_t region = 0;  // the sender's region id
+  uint64_t offset = 0;  // in the region
+  uint64_t bytes = 0;
+};
+
+// The receiver's answer: the bytes were copied (or refused), the sender's buffer is free.
+struct Ack {
+  uint64_t seq = 0;
+  uint64_t status = 0;  // 0 copied; 1 size mismatch (`expected` bytes); 2 unknown region
+  uint64_t expected = 0;
+};
+
+int ack_tag(uint64_t seq, uint64_t max_tag) {
+  return kAckTagBase + static_cast<int>(seq % (max_tag - kAckTagBase));
+}
+
 class MpiRequest : public Request {
  public:
-  MpiRequest(const MpiTransport& t, MPI_Request r, bool is_send, int peer, size_t bytes)
-      : t_(t), req_(r), is_send_(is_send), peer_(peer), bytes_(bytes) {}
+  MpiRequest(MpiTransport& t, MPI_Request r, bool is_send, int peer, size_t bytes, void* data = nullptr)
+      : t_(t), req_(r), is_send_(is_send), peer_(peer), bytes_(bytes), data_(data) {}
 
   ~MpiRequest() override {
     if (req_ == MPI_REQUEST_NULL) return;
@@ -296,6 +316,14 @@ class MpiRequest : public Request {
     if (!is_send_) {
       int got = 0;
       MPI_Get_count(&st, MPI_BYTE, &got);
+      if (static_cast<size_t>(got) == sizeof(Descriptor) && bytes_ >= sizeof(Descriptor) && t_.shares_memory_with(peer_)) {
+        Descriptor d;
+        std::memcpy(&d, data_, sizeof d);
+        if (d.magic == kDescriptorMagic && d.bytes >= MpiTransport::kDirectMinBytes) {
+          serve(d);
+          return true;
+        }
+      }
       if (static_cast<size_t>(got) != bytes_) {
         throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " +
                           std::to_string(got) + " bytes, the receiver expected " + std::to_string(bytes_));
@@ -307,11 +335,37 @@ class MpiRequest : public Request {
   bool wait(Deadline deadline) override { return poll_until(deadline, [&] { return test(); }); }
 
  private:
-  const MpiTransport& t_;
+  // A descriptor arrived in the buffer instead of the bytes: copy them from the sender's shared
+  // memory over it, and acknowledge (which completes the send).
+  void serve(const Descriptor& d) {
+    auto ack = std::make_shared<Ack>();
+    ack->seq = d.seq;
+    ack->expected = bytes_;
+    auto [base, len] = t_.peer_region(peer_, static_cast<uint32_t>(d.region));
+    if (d.bytes != bytes_) {
+      ack->status = 1;
+    } else if (!base || d.offset > len || d.bytes > len - d.offset) {
+      ack->status = 2;
+    } else {
+      std::memcpy(data_, base + d.offset, bytes_);
+      t_.count_direct(false);
+    }
+    t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), ack, ack.get(), sizeof(Ack),
+                  "an acknowledgement to rank " + std::to_string(peer_));
+    if (ack->status == 1)
+      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
+                        " bytes, the receiver expected " + std::to_string(bytes_));
+    if (ack->status == 2)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " sent a descriptor of shared memory (region " +
+                        std::to_string(d.region) + ") this rank has not mapped");
+  }
+
+  MpiTransport& t_;
   MPI_Request req_;
   bool is_send_;
   int peer_;
   size_t bytes_;
+  void* data_;  // receives: the buffer
 };
 
 }  // namespace
@@ -319,29 +373,6 @@ class MpiRequest : public Request {
 // ---- the direct path: descriptors for sends from shared memory ----
 
 namespace {
-
-constexpr uint64_t kDescriptorMagic = 0x7465737365726131ull;  // "tessera1"
-constexpr int kSetupTag = 1, kMappedTag = 2, kAckTagBase = 16;
-
-// What a direct send carries over MPI instead of its bytes.
-struct Descriptor {
-  uint64_t magic = kDescriptorMagic;
-  uint64_t seq = 0;     // this sender's direct send number to this receiver
-  uint64_t region = 0;  // the sender's region id
-  uint64_t offset = 0;  // in the region
-  uint64_t bytes = 0;
-};
-
-// The receiver's answer: the bytes were copied (or refused), the sender's buffer is free.
-struct Ack {
-  uint64_t seq = 0;
-  uint64_t status = 0;  // 0 copied; 1 size mismatch (`expected` bytes); 2 unknown region
-  uint64_t expected = 0;
-};
-
-int ack_tag(uint64_t seq, uint64_t max_tag) {
-  return kAckTagBase + static_cast<int>(seq % (max_tag - kAckTagBase));
-}
 
 struct Mapping {
   void* p = MAP_FAILED;
@@ -627,8 +658,6 @@ class DirectSend : public Request {
     if (ack_.status == 1)
       throw RemoteError("message size mismatch: this rank sent " + std::to_string(d_.bytes) + " bytes, rank " +
                         std::to_string(peer_) + " expected " + std::to_string(ack_.expected));
-    if (ack_.status == 3)
-      throw RemoteError("mpi: rank " + std::to_string(peer_) + " abandoned the receive of this message");
     if (ack_.status != 0)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
     return true;
@@ -656,174 +685,6 @@ class DirectSend : public Request {
   Ack ack_;
   MPI_Request desc_req_ = MPI_REQUEST_NULL, ack_req_ = MPI_REQUEST_NULL;
   bool done_ = false;
-};
-
-// A receive from a rank of this host that may send a descriptor. Messages are matched in
-// posting order per (peer, tag), as MPI matches posted receives: whichever thread tests a
-// receive first matches the queue's head(s) (MPI_Improbe), and a matched message is taken at
-// once (a descriptor with MPI_Mrecv; data with MPI_Imrecv into the receive's buffer). The
-// receive's own test() then serves a descriptor by copying from the sender's memory.
-class ProbeRecv;
-
-}  // namespace
-
-struct MpiTransport::ProbeQueues {
-  std::mutex mu;
-  std::map<std::pair<int, uint64_t>, std::deque<ProbeRecv*>> queues;
-};
-
-namespace {
-
-class ProbeRecv : public Request {
- public:
-  enum State { kPending, kDescriptor, kData, kDone };
-  ProbeRecv(MpiTransport& t, int peer, uint64_t tag, void* data, size_t bytes)
-      : t_(t), peer_(peer), tag_(tag), data_(data), bytes_(bytes) {
-    auto& pq = t_.probe_queues();
-    std::lock_guard<std::mutex> lock(pq.mu);
-    pq.queues[{peer_, tag_}].push_back(this);
-  }
-  ~ProbeRecv() override {
-    {
-      auto& pq = t_.probe_queues();
-      std::lock_guard<std::mutex> lock(pq.mu);
-      auto it = pq.queues.find({peer_, tag_});
-      if (it != pq.queues.end()) {
-        auto& q = it->second;
-        auto me = std::find(q.begin(), q.end(), this);
-        if (me != q.end()) q.erase(me);
-        if (q.empty()) pq.queues.erase(it);
-      }
-    }
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (state_.load() == kDescriptor && desc_.magic == kDescriptorMagic && !finalized) {
-      try {  // the sender is told that nobody will read its buffer
-        reply(desc_, 3);
-      } catch (const CommError&) {
-      }
-    }
-  }
-  bool test() override {
-    State s = state_.load(std::memory_order_acquire);
-    if (s == kPending) {
-      t_.check_not_aborted();
-      match_heads(t_, peer_, tag_);
-      s = state_.load(std::memory_order_acquire);
-    }
-    if (s == kPending) return false;
-    if (s == kData) {
-      if (!inner_->test()) return false;
-      state_ = kDone;
-      return true;
-    }
-    if (s == kDescriptor) {
-      state_ = kDone;  // served once, even if it fails
-      serve(desc_);
-    }
-    return true;
-  }
-  bool wait(Deadline deadline) override { return poll_until(deadline, [&] { return test(); }); }
-
- private:
-  // Matches the heads of the (peer, tag) queue to the messages that have arrived.
-  static void match_heads(MpiTransport& t, int peer, uint64_t tag) {
-    auto& pq = t.probe_queues();
-    std::lock_guard<std::mutex> lock(pq.mu);
-    auto it = pq.queues.find({peer, tag});
-    if (it == pq.queues.end()) return;
-    auto& q = it->second;
-    while (!q.empty()) {
-      int flag = 0, rc;
-      MPI_Message msg;
-      MPI_Status st;
-      {
-        MaybeLock serial(t.serial());
-        rc = MPI_Improbe(peer, static_cast<int>(tag), t.comm(), &flag, &msg, &st);
-      }
-      if (rc != MPI_SUCCESS)
-        throw NetworkError("MPI_Improbe for rank " + std::to_string(peer) + " failed: " + MpiTransport::error_string(rc));
-      if (!flag) break;
-      ProbeRecv* head = q.front();
-      q.pop_front();
-      head->take(msg, st);
-    }
-    if (q.empty()) pq.queues.erase(it);
-  }
-  // Takes the matched message (under the queue's lock).
-  void take(MPI_Message& msg, const MPI_Status& st) {
-    int got = 0, rc;
-    MPI_Get_count(&st, MPI_BYTE, &got);
-    if (static_cast<size_t>(got) == sizeof(Descriptor)) {
-      {
-        MaybeLock lock(t_.serial());
-        rc = MPI_Mrecv(&desc_, sizeof desc_, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
-      }
-      if (rc != MPI_SUCCESS)
-        throw NetworkError("MPI_Mrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
-      if (desc_.magic == kDescriptorMagic) {
-        state_.store(kDescriptor, std::memory_order_release);
-        return;
-      }
-      if (bytes_ == sizeof(Descriptor)) {  // an ordinary message that happens to have that size
-        std::memcpy(data_, &desc_, sizeof desc_);
-        state_.store(kDone, std::memory_order_release);
-        return;
-      }
-      // An ordinary message of the wrong size (already taken): serve() reports it.
-      desc_.magic = 0;
-      desc_.bytes = static_cast<uint64_t>(got);
-      state_.store(kDescriptor, std::memory_order_release);
-      return;
-    }
-    MPI_Request r;
-    {
-      MaybeLock lock(t_.serial());
-      rc = MPI_Imrecv(data_, static_cast<int>(std::min<size_t>(bytes_, INT_MAX)), MPI_BYTE, &msg, &r);
-    }
-    if (rc != MPI_SUCCESS)
-      throw NetworkError("MPI_Imrecv from rank " + std::to_string(peer_) + " failed: " + MpiTransport::error_string(rc));
-    inner_ = std::make_unique<MpiRequest>(t_, r, false, peer_, bytes_);
-    state_.store(kData, std::memory_order_release);
-  }
-  void reply(const Descriptor& d, uint64_t status) {
-    auto ack = std::make_shared<Ack>();
-    ack->seq = d.seq;
-    ack->status = status;
-    ack->expected = bytes_;
-    t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), ack, ack.get(), sizeof(Ack),
-                  "an acknowledgement to rank " + std::to_string(peer_));
-  }
-  void serve(const Descriptor& d) {
-    if (d.magic != kDescriptorMagic)
-      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
-                        " bytes, the receiver expected " + std::to_string(bytes_));
-    uint64_t status = 0;
-    auto [base, len] = t_.peer_region(peer_, static_cast<uint32_t>(d.region));
-    if (d.bytes != bytes_) {
-      status = 1;
-    } else if (!base || d.offset > len || d.bytes > len - d.offset) {
-      status = 2;
-    } else {
-      std::memcpy(data_, base + d.offset, bytes_);
-      t_.count_direct(false);
-    }
-    reply(d, status);
-    if (status == 1)
-      throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
-                        " bytes, the receiver expected " + std::to_string(bytes_));
-    if (status == 2)
-      throw RemoteError("mpi: rank " + std::to_string(peer_) + " sent a descriptor of shared memory (region " +
-                        std::to_string(d.region) + ") this rank has not mapped");
-  }
-  MpiTransport& t_;
-  int peer_;
-  uint64_t tag_;
-  void* data_;
-  size_t bytes_;
-  std::unique_ptr<MpiRequest> inner_;
-  Descriptor desc_;
-  std::atomic<State> state_{kPending};
 };
 
 }  // namespace
@@ -856,18 +717,6 @@ RequestPtr MpiTransport::isend(int peer, uint64_t tag, const void* data, size_t 
 RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
   check_not_aborted();
   check_peer(peer, tag, bytes);
-  // The sender decides whether a message goes direct (it knows where its buffer is): from a
-  // rank of this host, a receive long enough probes and takes either form.
-  // A shorter receive probes too while earlier ones for the same (peer, tag) wait in the probe
-  // queue: posted to MPI, it would be matched ahead of them.
-  if (peer != rank_ && shares_memory_with(peer)) {
-    bool probe = bytes >= kDirectMinBytes;
-    if (!probe) {
-      std::lock_guard<std::mutex> lock(probes_->mu);
-      probe = probes_->queues.count({peer, tag}) != 0;
-    }
-    if (probe) return std::make_unique<ProbeRecv>(*this, peer, tag, data, bytes);
-  }
   MPI_Request r;
   int rc;
   {
@@ -876,7 +725,7 @@ RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes)
   }
   TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Irecv from rank ", peer, " failed: ",
                    error_string(rc));
-  return std::make_unique<MpiRequest>(*this, r, false, peer, bytes);
+  return std::make_unique<MpiRequest>(*this, r, false, peer, bytes, data);
 }
 
 }  // namespace tessera::comms::mpi

@@ -94,8 +94,6 @@ class MpiTransport : public Transport {
 
   // ---- the direct path (transport.cc) ----
   struct Region;
-  struct ProbeQueues;  // receives that probe, in posting order per (peer, tag)
-  ProbeQueues& probe_queues() { return *probes_; }
   // The region of this rank's shared memory holding [data, data + bytes), or null.
   std::shared_ptr<Region> region_of(const void* data, size_t bytes) const;
   // Peer `peer`'s mapping of its region `id` (base, bytes), or {null, 0}.
@@ -121,7 +119,6 @@ class MpiTransport : public Transport {
   // By id: this rank's memory and its mappings of the host peers' memory of the same id.
   std::vector<std::shared_ptr<Region>> regions_;
   std::unique_ptr<std::atomic<uint64_t>[]> direct_seq_;  // per peer
-  std::unique_ptr<ProbeQueues> probes_;
   std::atomic<uint64_t> direct_sends_{0}, direct_recvs_{0};
   std::mutex small_mu_;
   std::vector<std::pair<std::shared_ptr<void>, MPI_Request>> small_sends_;  // guarded by small_mu_
