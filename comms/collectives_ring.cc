@@ -94,17 +94,21 @@ void ring_reduce_scatter(NodeCtx& n, const Ring& ring, const std::vector<Chunk>&
   const size_t slot_bytes = slot_elems * es;
   char* slots = scratch(kSlots * slot_bytes);
   std::vector<NodeCtx::Pending> recvs(items.size());
+  // Each segment is reduced as its receive completes, reading the incoming bytes where they
+  // lie (in its slot, or in the sender's memory where the transport allows: no copy).
   auto post = [&](size_t j) {
     if (j < items.size()) {
-      recvs[j] = n.recv(ring.prev(), 0, slots + (j % kSlots) * slot_bytes, items[j].seg.len * es);
+      const Segment g = items[j].seg;
+      recvs[j] = n.recv(ring.prev(), 0, slots + (j % kSlots) * slot_bytes, g.len * es, [&, g](const void* b) {
+        reduce(op, t, at(in, g.off, es), b, at(acc, g.off, es), g.len);
+      });
     }
   };
   for (size_t j = 0; j < kSlots; ++j) post(j);
   for (size_t j = 0; j < items.size(); ++j) {
     const Segment& g = items[j].seg;
-    n.wait(recvs[j]);
+    n.wait(recvs[j]);  // reduced into acc
     void* dst = at(acc, g.off, es);
-    reduce(op, t, at(in, g.off, es), slots + (j % kSlots) * slot_bytes, dst, g.len);
     post(j + kSlots);
     if (items[j].step < m - 2) sends.push_back(n.send(ring.next(), 0, dst, g.len * es));
   }

@@ -26,6 +26,33 @@ int64_t env_int(const char* name, int64_t fallback) {
 }
 }  // namespace
 
+namespace {
+
+class ConsumingRequest : public Request {
+ public:
+  ConsumingRequest(RequestPtr inner, const void* buf, Transport::Consume fn)
+      : inner_(std::move(inner)), buf_(buf), fn_(std::move(fn)) {}
+  bool test() override { return done_ || (inner_->test() && finish()); }
+  bool wait(Deadline deadline) override { return done_ || (inner_->wait(deadline) && finish()); }
+
+ private:
+  bool finish() {
+    done_ = true;
+    fn_(buf_);
+    return true;
+  }
+  RequestPtr inner_;
+  const void* buf_;
+  Transport::Consume fn_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+RequestPtr consume_on_completion(RequestPtr inner, const void* buf, Transport::Consume consume) {
+  return std::make_unique<ConsumingRequest>(std::move(inner), buf, std::move(consume));
+}
+
 std::chrono::milliseconds default_comm_timeout() {
   return std::chrono::milliseconds(env_int("TESSERA_COMM_TIMEOUT_MS", 60000));
 }
@@ -75,12 +102,12 @@ NodeCtx::Pending NodeCtx::send(int dst, int subtag, const void* data, size_t byt
   return p;
 }
 
-NodeCtx::Pending NodeCtx::recv(int src, int subtag, void* data, size_t bytes) {
+NodeCtx::Pending NodeCtx::recv(int src, int subtag, void* data, size_t bytes, Transport::Consume consume) {
   MeshComm& c = op_.comm;
   uint64_t tag = (op_.tag << kSubtagBits) | static_cast<uint64_t>(subtag);
   Pending p{nullptr, src, false, bytes};
   try {
-    p.req = c.fabric().irecv(node_, src, tag, data, bytes);
+    p.req = c.fabric().irecv(node_, src, tag, data, bytes, std::move(consume));
   } catch (const CommError& e) {
     fail(p, &e, false);
   }

@@ -95,7 +95,8 @@ class NodeCtx {
   OpContext& op() { return op_; }
 
   Pending send(int dst, int subtag, const void* data, size_t bytes);
-  Pending recv(int src, int subtag, void* data, size_t bytes);
+  // With `consume`: the bytes are handed to it on completion (Transport::irecv_consume).
+  Pending recv(int src, int subtag, void* data, size_t bytes, Transport::Consume consume = nullptr);
   void wait(Pending& p);
   void wait_all(std::vector<Pending>& ps);
 

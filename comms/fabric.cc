@@ -32,11 +32,13 @@ RequestPtr Fabric::isend(int src, int dst, uint64_t tag, const void* data, size_
   return transport_->isend(placement_.rank_of(dst), wire_tag(tag, src, dst), data, bytes);
 }
 
-RequestPtr Fabric::irecv(int dst, int src, uint64_t tag, void* data, size_t bytes) {
+RequestPtr Fabric::irecv(int dst, int src, uint64_t tag, void* data, size_t bytes, Transport::Consume consume) {
   if (is_local(src)) {
-    return local_->post_recv({static_cast<uint64_t>(src), (tag << 22) | static_cast<uint64_t>(dst)},
-                             data, bytes);
+    auto r = local_->post_recv({static_cast<uint64_t>(src), (tag << 22) | static_cast<uint64_t>(dst)}, data, bytes);
+    return consume ? consume_on_completion(std::move(r), data, std::move(consume)) : std::move(r);
   }
+  if (consume)
+    return transport_->irecv_consume(placement_.rank_of(src), wire_tag(tag, src, dst), data, bytes, std::move(consume));
   return transport_->irecv(placement_.rank_of(src), wire_tag(tag, src, dst), data, bytes);
 }
 

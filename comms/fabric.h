@@ -28,7 +28,9 @@ class Fabric {
   int rank_of(int node) const { return placement_.rank_of(node); }
 
   RequestPtr isend(int src_node, int dst_node, uint64_t tag, const void* data, size_t bytes);
-  RequestPtr irecv(int dst_node, int src_node, uint64_t tag, void* data, size_t bytes);
+  // With `consume`: Transport::irecv_consume (the bytes handed over where they lie).
+  RequestPtr irecv(int dst_node, int src_node, uint64_t tag, void* data, size_t bytes,
+                   Transport::Consume consume = nullptr);
 
   // Fails all pending exchanges between this rank's nodes (after an error).
   void close(const Failure& f) { local_->close(f); }

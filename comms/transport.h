@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -65,6 +66,14 @@ class Transport {
   virtual RequestPtr isend(int peer, uint64_t tag, const void* data, size_t bytes) = 0;
   virtual RequestPtr irecv(int peer, uint64_t tag, void* data, size_t bytes) = 0;
 
+  // A receive whose bytes are handed to `consume` once, when the request completes (inside the
+  // wait() or test() that returns true), where they lie: in `buf`, received as by irecv, or,
+  // where the transport can, straight in the sender's memory, with no copy (the mpi transport,
+  // for sends from its shared memory). The bytes are valid only during the call. A reduction
+  // reads its operand this way (ring reduce-scatter).
+  using Consume = std::function<void(const void* bytes)>;
+  virtual RequestPtr irecv_consume(int peer, uint64_t tag, void* buf, size_t bytes, Consume consume);
+
   virtual void abort(const std::string& reason) = 0;
 
   // How errors name a peer: "rank 3", or "rank 3 (127.0.0.1:4567)".
@@ -80,5 +89,13 @@ class Transport {
   // the cost of a message.
   virtual size_t segment_bytes() const { return size_t{1} << 20; }
 };
+
+// Completes `inner` (a receive into `buf`), then calls consume(buf) once: the default
+// irecv_consume, and the fabric's for nodes of one rank.
+RequestPtr consume_on_completion(RequestPtr inner, const void* buf, Transport::Consume consume);
+
+inline RequestPtr Transport::irecv_consume(int peer, uint64_t tag, void* buf, size_t bytes, Consume consume) {
+  return consume_on_completion(irecv(peer, tag, buf, bytes), buf, std::move(consume));
+}
 
 }  // namespace tessera::comms

@@ -260,8 +260,9 @@ int ack_tag(uint64_t seq, uint64_t max_tag) {
 
 class MpiRequest : public Request {
  public:
-  MpiRequest(MpiTransport& t, MPI_Request r, bool is_send, int peer, size_t bytes, void* data = nullptr)
-      : t_(t), req_(r), is_send_(is_send), peer_(peer), bytes_(bytes), data_(data) {}
+  MpiRequest(MpiTransport& t, MPI_Request r, bool is_send, int peer, size_t bytes, void* data = nullptr,
+             Transport::Consume consume = nullptr)
+      : t_(t), req_(r), is_send_(is_send), peer_(peer), bytes_(bytes), data_(data), consume_(std::move(consume)) {}
 
   ~MpiRequest() override {
     if (req_ == MPI_REQUEST_NULL) return;
@@ -324,6 +325,7 @@ class MpiRequest : public Request {
           return true;
         }
       }
+      if (static_cast<size_t>(got) == bytes_ && consume_) consume_(data_);
       if (static_cast<size_t>(got) != bytes_) {
         throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " +
                           std::to_string(got) + " bytes, the receiver expected " + std::to_string(bytes_));
@@ -347,7 +349,9 @@ class MpiRequest : public Request {
     } else if (!base || d.offset > len || d.bytes > len - d.offset) {
       ack->status = 2;
     } else {
-      std::memcpy(data_, base + d.offset, bytes_);
+      // Before the acknowledgement, which frees the sender's buffer.
+      if (consume_) consume_(base + d.offset);
+      else std::memcpy(data_, base + d.offset, bytes_);
       t_.count_direct(false);
     }
     t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), ack, ack.get(), sizeof(Ack),
@@ -366,6 +370,7 @@ class MpiRequest : public Request {
   int peer_;
   size_t bytes_;
   void* data_;  // receives: the buffer
+  Transport::Consume consume_;
 };
 
 }  // namespace
@@ -715,6 +720,10 @@ RequestPtr MpiTransport::isend(int peer, uint64_t tag, const void* data, size_t 
 }
 
 RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
+  return irecv_consume(peer, tag, data, bytes, nullptr);
+}
+
+RequestPtr MpiTransport::irecv_consume(int peer, uint64_t tag, void* data, size_t bytes, Consume consume) {
   check_not_aborted();
   check_peer(peer, tag, bytes);
   MPI_Request r;
@@ -725,7 +734,7 @@ RequestPtr MpiTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes)
   }
   TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Irecv from rank ", peer, " failed: ",
                    error_string(rc));
-  return std::make_unique<MpiRequest>(*this, r, false, peer, bytes, data);
+  return std::make_unique<MpiRequest>(*this, r, false, peer, bytes, data, std::move(consume));
 }
 
 }  // namespace tessera::comms::mpi

@@ -69,6 +69,8 @@ class MpiTransport : public Transport {
   uint64_t max_tag() const override { return max_tag_; }
   RequestPtr isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
   RequestPtr irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  // A descriptor's bytes are consumed straight from the sender's shared memory.
+  RequestPtr irecv_consume(int peer, uint64_t tag, void* buf, size_t bytes, Consume consume) override;
   void abort(const std::string& reason) override;
   double alpha() const override { return 3e-6; }
   double beta() const override { return 6e9; }
