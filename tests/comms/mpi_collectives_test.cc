@@ -264,6 +264,46 @@ TEST(MpiShared, AnAllocationThatCannotBeMadeFailsOnEveryRankAlike) {
   expect_all_ranks_ok(bad, "failed allocation");
 }
 
+TEST(MpiShared, AConsumingReceiveReadsADirectSendWhereItLies) {
+  auto& t = *g_transport;
+  auto mem = t.allocate_shared(64 << 10);
+  const size_t n = 64 << 10;
+  std::vector<std::string> bad;
+  guarded(bad, [&] {
+    if (t.rank() == 0) {
+      auto want = pattern(n, 11);
+      std::memcpy(mem->data(), want.data(), n);
+      auto heap = pattern(n, 12);
+      auto a = t.isend(1, 27, mem->data(), n);  // direct
+      auto b = t.isend(1, 27, heap.data(), n);  // ordinary
+      if (!wait_for(*a) || !wait_for(*b)) bad.push_back("a send did not complete");
+    } else if (t.rank() == 1) {
+      std::vector<char> buf_a(n), buf_b(n);
+      int calls_a = 0, calls_b = 0;
+      bool in_buf_a = true, in_buf_b = false, same_a = false, same_b = false;
+      auto ra = t.irecv_consume(0, 27, buf_a.data(), n, [&](const void* p) {
+        ++calls_a;
+        in_buf_a = p == buf_a.data();
+        same_a = std::memcmp(p, pattern(n, 11).data(), n) == 0;
+      });
+      auto rb = t.irecv_consume(0, 27, buf_b.data(), n, [&](const void* p) {
+        ++calls_b;
+        in_buf_b = p == buf_b.data();
+        same_b = std::memcmp(p, pattern(n, 12).data(), n) == 0;
+      });
+      if (!wait_for(*rb) || !wait_for(*ra)) bad.push_back("a receive did not complete");
+      ra->test();  // completed requests do not consume again
+      rb->wait(deadline_after(std::chrono::seconds(1)));
+      if (calls_a != 1 || calls_b != 1) bad.push_back("consume called " + std::to_string(calls_a) + " and " +
+                                                      std::to_string(calls_b) + " times, not once each");
+      if (in_buf_a) bad.push_back("the direct send was copied into the buffer first");
+      if (!in_buf_b) bad.push_back("the ordinary message was not consumed from the buffer");
+      if (!same_a || !same_b) bad.push_back("consume saw other bytes than were sent");
+    }
+  });
+  expect_all_ranks_ok(bad, "consuming receives");
+}
+
 TEST(MpiShared, AllreduceOnSharedMemoryIsExactAndReadsDirectly) {
   auto& t = *g_transport;
   const int p = t.size();
