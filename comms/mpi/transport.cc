@@ -195,7 +195,7 @@ MpiTransport::~MpiTransport() {
   MPI_Finalized(&finalized);
   if (!finalized && comm_ != MPI_COMM_NULL && !aborted_) {
     MaybeLock lock(serial_.get());
-    // Acknowledgements still in flight: MPI completes them (their copies stay allocated).
+    // Small messages still in flight: MPI completes them (their memory stays allocated).
     for (auto& s : small_sends_) {
       int flag = 0;
       MPI_Test(&s.second, &flag, MPI_STATUS_IGNORE);
@@ -607,9 +607,20 @@ std::pair<const char*, size_t> MpiTransport::peer_region(int peer, uint32_t id) 
 
 void MpiTransport::send_small(int peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
                               const std::string& what) {
+  MPI_Request r;
+  int rc;
+  {
+    MaybeLock serial(serial_.get());
+    rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, ctrl_comm_, &r);
+  }
+  if (rc != MPI_SUCCESS) throw NetworkError("MPI_Isend of " + what + " failed: " + error_string(rc));
+  adopt(std::move(owner), r);
+}
+
+void MpiTransport::adopt(std::shared_ptr<void> owner, MPI_Request r) {
   std::lock_guard<std::mutex> lock(small_mu_);
   MaybeLock serial(serial_.get());
-  // Reap the completed ones first (in practice all but the newest few: they go out eagerly).
+  // Reap the completed ones first (in practice all but the newest few: they are small).
   small_sends_.erase(std::remove_if(small_sends_.begin(), small_sends_.end(),
                                     [](auto& s) {
                                       int flag = 0;
@@ -617,9 +628,6 @@ void MpiTransport::send_small(int peer, int tag, std::shared_ptr<void> owner, co
                                       return flag != 0;
                                     }),
                      small_sends_.end());
-  MPI_Request r;
-  int rc = MPI_Isend(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, ctrl_comm_, &r);
-  if (rc != MPI_SUCCESS) throw NetworkError("MPI_Isend of " + what + " failed: " + error_string(rc));
   small_sends_.emplace_back(std::move(owner), r);
 }
 
@@ -631,12 +639,14 @@ namespace {
 // receiver acknowledges that it has copied the bytes.
 class DirectSend : public Request {
  public:
-  DirectSend(MpiTransport& t, int peer, uint64_t tag, const Descriptor& d) : t_(t), peer_(peer), d_(d) {
+  DirectSend(MpiTransport& t, int peer, uint64_t tag, const Descriptor& d)
+      : t_(t), peer_(peer), msgs_(std::make_shared<Msgs>()) {
+    msgs_->d = d;
     MaybeLock lock(t_.serial());
-    int rc = MPI_Irecv(&ack_, sizeof ack_, MPI_BYTE, peer, ack_tag(d_.seq, t_.max_tag()), t_.ctrl_comm(),
+    int rc = MPI_Irecv(&msgs_->ack, sizeof(Ack), MPI_BYTE, peer, ack_tag(d.seq, t_.max_tag()), t_.ctrl_comm(),
                        &ack_req_);
     if (rc == MPI_SUCCESS)
-      rc = MPI_Isend(&d_, sizeof d_, MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
+      rc = MPI_Isend(&msgs_->d, sizeof(Descriptor), MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
     TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Isend to rank ", peer, " failed: ",
                      MpiTransport::error_string(rc));
   }
@@ -644,12 +654,15 @@ class DirectSend : public Request {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    MaybeLock lock(t_.serial());
-    if (desc_req_ != MPI_REQUEST_NULL) MPI_Request_free(&desc_req_);
+    // Unfinished: the transport keeps the messages' memory until MPI is done with it. The
+    // receiver may still read the buffer (as MPI may for a detached send; transport.h).
+    if (desc_req_ != MPI_REQUEST_NULL) t_.adopt(msgs_, desc_req_);
     if (ack_req_ != MPI_REQUEST_NULL) {
-      // The receiver may still read the buffer (as MPI may for a detached send; transport.h).
-      MPI_Cancel(&ack_req_);
-      MPI_Request_free(&ack_req_);
+      {
+        MaybeLock lock(t_.serial());
+        MPI_Cancel(&ack_req_);
+      }
+      t_.adopt(msgs_, ack_req_);
     }
   }
   bool test() override {
@@ -657,13 +670,15 @@ class DirectSend : public Request {
     if (!test_one(desc_req_) || !test_one(ack_req_)) return false;
     if (done_) return true;
     done_ = true;
-    if (ack_.seq != d_.seq)
-      throw RemoteError("mpi: rank " + std::to_string(peer_) + " acknowledged direct send " + std::to_string(ack_.seq) +
-                        " while this rank waited for " + std::to_string(d_.seq));
-    if (ack_.status == 1)
-      throw RemoteError("message size mismatch: this rank sent " + std::to_string(d_.bytes) + " bytes, rank " +
-                        std::to_string(peer_) + " expected " + std::to_string(ack_.expected));
-    if (ack_.status != 0)
+    const Ack& ack = msgs_->ack;
+    const Descriptor& d = msgs_->d;
+    if (ack.seq != d.seq)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " acknowledged direct send " + std::to_string(ack.seq) +
+                        " while this rank waited for " + std::to_string(d.seq));
+    if (ack.status == 1)
+      throw RemoteError("message size mismatch: this rank sent " + std::to_string(d.bytes) + " bytes, rank " +
+                        std::to_string(peer_) + " expected " + std::to_string(ack.expected));
+    if (ack.status != 0)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
     return true;
   }
@@ -684,10 +699,13 @@ class DirectSend : public Request {
     }
     return flag != 0;
   }
+  struct Msgs {
+    Descriptor d;
+    Ack ack;
+  };
   MpiTransport& t_;
   int peer_;
-  Descriptor d_;
-  Ack ack_;
+  std::shared_ptr<Msgs> msgs_;  // shared with the transport if dropped unfinished
   MPI_Request desc_req_ = MPI_REQUEST_NULL, ack_req_ = MPI_REQUEST_NULL;
   bool done_ = false;
 };

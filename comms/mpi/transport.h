@@ -104,6 +104,8 @@ class MpiTransport : public Transport {
   int host_rank(int peer) const { return host_rank_[static_cast<size_t>(peer)]; }
   MPI_Comm ctrl_comm() const { return ctrl_comm_; }
   uint64_t next_direct_seq(int peer);
+  // Keeps `owner` alive until MPI completes `r` (a small send, or a cancelled receive).
+  void adopt(std::shared_ptr<void> owner, MPI_Request r);
   // Sends a small message on the control communicator; `owner` keeps `data` alive until it is out.
   void send_small(int peer, int tag, std::shared_ptr<void> owner, const void* data, size_t bytes,
                   const std::string& what);
@@ -123,7 +125,7 @@ class MpiTransport : public Transport {
   std::unique_ptr<std::atomic<uint64_t>[]> direct_seq_;  // per peer
   std::atomic<uint64_t> direct_sends_{0}, direct_recvs_{0};
   std::mutex small_mu_;
-  std::vector<std::pair<std::shared_ptr<void>, MPI_Request>> small_sends_;  // guarded by small_mu_
+  std::vector<std::pair<std::shared_ptr<void>, MPI_Request>> small_sends_;  // adopted; guarded by small_mu_
   int rank_ = 0, size_ = 1;
   uint64_t max_tag_ = 32767;
   std::unique_ptr<std::mutex> serial_;
