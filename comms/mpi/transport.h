@@ -26,14 +26,18 @@
 //   auto mem = t->allocate_shared(64 << 20);       // collective: every rank, same order
 //   float* grads = static_cast<float*>(mem->data());
 //
-// Ranks on one host (MPI_COMM_TYPE_SHARED) map each other's shared memory. A send of at least
-// kDirectMinBytes from inside such memory to a rank on the same host carries only a
-// descriptor over MPI; the receiver copies the bytes straight from the sender's memory with
-// its own threads (one copy, no system call: OpenMPI's single-copy path goes through
-// process_vm_readv) and acknowledges, which completes the send. Anything else (other memory,
-// other hosts, small messages) is an ordinary MPI message. Matching, ordering, deadlines and
-// size-mismatch errors are the same on both paths. The memory lives until both its handle and
-// the transport are gone.
+// Ranks on one host (same host name, boot and /dev/shm; found at start-up) map each other's
+// shared memory (POSIX shm objects, unlinked once mapped). A send of at least kDirectMinBytes
+// from inside such memory to a rank on the same host carries only a descriptor over MPI. The
+// receive, posted to MPI as always (so MPI's matching order holds), gets either the bytes or the
+// descriptor; for a descriptor the receiver copies the bytes from the sender's mapping over it
+// (one copy, no system call: OpenMPI's single-copy path goes through process_vm_readv), or with
+// irecv_consume hands them to the caller where they lie, and then acknowledges on a second
+// communicator, which completes the send. Anything else (other memory, other hosts, small
+// messages) is an ordinary MPI message. Deadlines and size-mismatch errors are the same on both
+// paths. The memory lives until both its handle and the transport are gone.
+// TESSERA_MPI_SHARED=0 (on every rank) turns shared memory off.
+#pragma once
 
 #include <tessera/comms/transport.h>
 
