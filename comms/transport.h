@@ -11,7 +11,11 @@
 //   k-th receive posted for that peer and tag (MPI's non-overtaking rule). Sizes must agree;
 //   a mismatch fails the receive with RemoteError. loopback and grpc fail the send too unless
 //   it had completed already (sent eagerly, or its bytes held by the receiver before the
-//   receive was posted); MPI never fails the sender.
+//   receive was posted); MPI fails the sender only for a direct send from its shared memory
+//   (mpi/transport.h).
+// - Progress: a large send may complete only when the receiver tests or waits on the matching
+//   receive (a rendezvous: gRPC's large messages, the mpi transport's direct sends). Post your
+//   receives before you block on your sends.
 // - Buffers belong to the caller and must stay valid and untouched until the request
 //   completes (wait() returned true or test() returned true).
 // - A send may complete before the receiver has the data (once the buffer is reusable).

@@ -142,6 +142,15 @@ MpiTransport::MpiTransport() {
   };
   auto* st = new Startup;
   st->mine = host_id();
+  // TESSERA_MPI_SHARED=0: no shared memory; every message goes through MPI. Part of the host
+  // identity, so that ranks agree on who shares memory even if only some of them set it.
+  const char* shared_env = std::getenv("TESSERA_MPI_SHARED");
+  if (shared_env && std::string(shared_env) == "0") {
+    int world_rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    const std::string id = st->mine.text;
+    std::snprintf(st->mine.text, sizeof st->mine.text, "private %d|%s", world_rank, id.c_str());
+  }
   st->all.resize(static_cast<size_t>(world));
   int rc;
   {
@@ -154,12 +163,12 @@ MpiTransport::MpiTransport() {
   }
   if (rc != MPI_SUCCESS) TESSERA_THROW(NetworkError, "mpi transport start-up (MPI_Comm_idup) failed: ", error_string(rc));
   for (MPI_Request& r : st->reqs) {
-    if (test_until(r, deadline, serial_.get(), "MPI_Comm_idup")) continue;
+    if (test_until(r, deadline, serial_.get(), "mpi transport start-up")) continue;
     int rank = -1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     g_any_aborted = true;  // MPI_Finalize would wait for the missing ranks
     throw TimeoutError("mpi transport of rank " + std::to_string(rank) + ": not every one of the " +
-                       std::to_string(world) + " ranks made its transport (MPI_Comm_idup) within " +
+                       std::to_string(world) + " ranks made its transport (MPI_Comm_idup, MPI_Iallgather) within " +
                        std::to_string(timeout.count()) + " ms (TESSERA_COMM_TIMEOUT_MS)");
   }
   comm_ = st->comm;
@@ -176,12 +185,9 @@ MpiTransport::MpiTransport() {
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
   if (flag && ub) max_tag_ = static_cast<uint64_t>(*static_cast<int*>(ub));
   host_rank_.assign(static_cast<size_t>(size_), -1);
-  // TESSERA_MPI_SHARED=0 (on every rank): no shared memory; every message goes through MPI.
-  const char* shared_env = std::getenv("TESSERA_MPI_SHARED");
-  const bool no_shared = shared_env && std::string(shared_env) == "0";
   const std::string me(ids[static_cast<size_t>(rank_)].text);
   for (int w = 0; w < size_; ++w) {
-    if (me != ids[static_cast<size_t>(w)].text || (no_shared && w != rank_)) continue;
+    if (me != ids[static_cast<size_t>(w)].text) continue;
     host_rank_[static_cast<size_t>(w)] = static_cast<int>(host_members_.size());
     host_members_.push_back(w);
   }
@@ -193,16 +199,17 @@ MpiTransport::MpiTransport() {
 MpiTransport::~MpiTransport() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL && !aborted_) {
-    MaybeLock lock(serial_.get());
-    // Small messages still in flight: MPI completes them (their memory stays allocated).
-    for (auto& s : small_sends_) {
-      int flag = 0;
-      MPI_Test(&s.second, &flag, MPI_STATUS_IGNORE);
-      if (flag) continue;
-      MPI_Request_free(&s.second);
-      new std::shared_ptr<void>(std::move(s.first));  // leaked on purpose: MPI may still read it
-    }
+  if (finalized) return;
+  MaybeLock lock(serial_.get());
+  // Small messages (and cancelled receives) still in MPI's hands: their memory stays allocated.
+  for (auto& s : small_sends_) {
+    int flag = 0;
+    MPI_Test(&s.second, &flag, MPI_STATUS_IGNORE);
+    if (flag) continue;
+    MPI_Request_free(&s.second);
+    new std::shared_ptr<void>(std::move(s.first));  // leaked on purpose: MPI may still use it
+  }
+  if (comm_ != MPI_COMM_NULL && !aborted_) {
     MPI_Comm_free(&comm_);
     if (ctrl_comm_ != MPI_COMM_NULL) MPI_Comm_free(&ctrl_comm_);
   }
@@ -250,7 +257,7 @@ struct Descriptor {
 // The receiver's answer: the bytes were copied (or refused), the sender's buffer is free.
 struct Ack {
   uint64_t seq = 0;
-  uint64_t status = 0;  // 0 copied; 1 size mismatch (`expected` bytes); 2 unknown region
+  uint64_t status = 0;  // 0 read; 1 size mismatch (`expected` bytes); 2 unknown region; 3 given up
   uint64_t expected = 0;
 };
 
@@ -282,8 +289,13 @@ class MpiRequest : public Request {
       MPI_Cancel(&req_);
     }
     try {
-      if (test_until(req_, deadline_after(std::chrono::seconds(1)), t_.serial(), "MPI_Test")) return;
-    } catch (const NetworkError&) {  // a destructor does not throw; MPI keeps the request
+      if (test_until(req_, deadline_after(std::chrono::seconds(1)), t_.serial(), "MPI_Test")) {
+        // A descriptor nobody will serve: tell its sender, which would otherwise wait for the
+        // acknowledgement until its deadline.
+        if (const Descriptor* d = descriptor_in_buffer(sizeof(Descriptor))) ack(*d, 3);
+        return;
+      }
+    } catch (const CommError&) {  // a destructor does not throw; MPI keeps the request
     }
     log::get("comms")->warn("mpi: rank {}: a receive of {} bytes from rank {} could not be cancelled; "
                             "leaving it to MPI (its buffer may still be written)", t_.rank(), bytes_, peer_);
@@ -317,13 +329,9 @@ class MpiRequest : public Request {
     if (!is_send_) {
       int got = 0;
       MPI_Get_count(&st, MPI_BYTE, &got);
-      if (static_cast<size_t>(got) == sizeof(Descriptor) && bytes_ >= sizeof(Descriptor) && t_.shares_memory_with(peer_)) {
-        Descriptor d;
-        std::memcpy(&d, data_, sizeof d);
-        if (d.magic == kDescriptorMagic && d.bytes >= MpiTransport::kDirectMinBytes) {
-          serve(d);
-          return true;
-        }
+      if (const Descriptor* d = descriptor_in_buffer(static_cast<size_t>(got))) {
+        serve(*d);
+        return true;
       }
       if (static_cast<size_t>(got) == bytes_ && consume_) consume_(data_);
       if (static_cast<size_t>(got) != bytes_) {
@@ -339,27 +347,43 @@ class MpiRequest : public Request {
  private:
   // A descriptor arrived in the buffer instead of the bytes: copy them from the sender's shared
   // memory over it, and acknowledge (which completes the send).
+  // The descriptor a completed receive of `got` bytes holds, or null (ordinary bytes).
+  const Descriptor* descriptor_in_buffer(size_t got) {
+    if (got != sizeof(Descriptor) || bytes_ < sizeof(Descriptor) || !t_.shares_memory_with(peer_)) return nullptr;
+    std::memcpy(&desc_, data_, sizeof desc_);
+    return desc_.magic == kDescriptorMagic && desc_.bytes >= MpiTransport::kDirectMinBytes ? &desc_ : nullptr;
+  }
+  void ack(const Descriptor& d, uint64_t status) {
+    auto a = std::make_shared<Ack>();
+    a->seq = d.seq;
+    a->status = status;
+    a->expected = bytes_;
+    t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), a, a.get(), sizeof(Ack),
+                  "an acknowledgement to rank " + std::to_string(peer_));
+  }
   void serve(const Descriptor& d) {
-    auto ack = std::make_shared<Ack>();
-    ack->seq = d.seq;
-    ack->expected = bytes_;
+    uint64_t status = 0;
     auto [base, len] = t_.peer_region(peer_, static_cast<uint32_t>(d.region));
     if (d.bytes != bytes_) {
-      ack->status = 1;
+      status = 1;
     } else if (!base || d.offset > len || d.bytes > len - d.offset) {
-      ack->status = 2;
+      status = 2;
     } else {
       // Before the acknowledgement, which frees the sender's buffer.
-      if (consume_) consume_(base + d.offset);
-      else std::memcpy(data_, base + d.offset, bytes_);
+      try {
+        if (consume_) consume_(base + d.offset);
+        else std::memcpy(data_, base + d.offset, bytes_);
+      } catch (...) {
+        ack(d, 3);
+        throw;
+      }
       t_.count_direct(false);
     }
-    t_.send_small(peer_, ack_tag(d.seq, t_.max_tag()), ack, ack.get(), sizeof(Ack),
-                  "an acknowledgement to rank " + std::to_string(peer_));
-    if (ack->status == 1)
+    ack(d, status);
+    if (status == 1)
       throw RemoteError("message size mismatch: rank " + std::to_string(peer_) + " sent " + std::to_string(d.bytes) +
                         " bytes, the receiver expected " + std::to_string(bytes_));
-    if (ack->status == 2)
+    if (status == 2)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " sent a descriptor of shared memory (region " +
                         std::to_string(d.region) + ") this rank has not mapped");
   }
@@ -371,6 +395,7 @@ class MpiRequest : public Request {
   size_t bytes_;
   void* data_;  // receives: the buffer
   Transport::Consume consume_;
+  Descriptor desc_;
 };
 
 }  // namespace
@@ -410,16 +435,6 @@ struct SetupMsg {
 };
 
 std::string errno_text() { return std::strerror(errno); }
-
-// Frees (cancelling receives) whatever is still pending of a failed exchange.
-void release_all(std::vector<MPI_Request>& reqs, bool receives, std::mutex* serial) {
-  MaybeLock lock(serial);
-  for (MPI_Request& r : reqs) {
-    if (r == MPI_REQUEST_NULL) continue;
-    if (receives) MPI_Cancel(&r);
-    MPI_Request_free(&r);
-  }
-}
 
 }  // namespace
 
@@ -481,8 +496,17 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
   }
   const auto timeout = default_comm_timeout();
   const Deadline deadline = Clock::now() + timeout;
-  // Exchanges one message with every host peer on `tag`; throws TimeoutError naming the peers
-  // that did not answer in time.
+  // The messages of both rounds, kept by the transport after a timeout until MPI lets go.
+  struct Msgs {
+    SetupMsg sent, sent2;
+    std::vector<SetupMsg> all, mapped;
+  };
+  auto msgs = std::make_shared<Msgs>();
+  msgs->all.resize(static_cast<size_t>(hsize));
+  msgs->mapped.resize(static_cast<size_t>(hsize));
+  // Exchanges one message with every host peer on `tag`. A peer that does not answer in time
+  // leaves this transport aborted (the ranks no longer agree on the regions) and throws a
+  // TimeoutError naming it.
   auto exchange = [&](int tag, const void* mine, void* theirs, size_t msg_bytes, const char* step) {
     std::vector<MPI_Request> recvs(static_cast<size_t>(hsize), MPI_REQUEST_NULL), sends = recvs;
     {
@@ -506,13 +530,21 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
         missing.push_back(host_members_[static_cast<size_t>(q)]);
     }
     if (missing.empty()) return;
-    release_all(recvs, true, serial_.get());
-    release_all(sends, false, serial_.get());
+    {
+      MaybeLock lock(serial_.get());
+      for (MPI_Request& r : recvs)
+        if (r != MPI_REQUEST_NULL) MPI_Cancel(&r);
+    }
+    for (auto* reqs : {&recvs, &sends})
+      for (MPI_Request& r : *reqs)
+        if (r != MPI_REQUEST_NULL) adopt(msgs, r);
     std::string who;
     for (int w : missing) who += (who.empty() ? "" : ", ") + std::to_string(w);
-    throw TimeoutError("mpi: allocate_shared (region " + std::to_string(region->id) + ", " + step + ") on rank " +
-                       std::to_string(rank_) + ": rank(s) " + who + " of this host did not take part within " +
-                       std::to_string(timeout.count()) + " ms");
+    const std::string what = "mpi: allocate_shared (region " + std::to_string(region->id) + ", " + step + ") on rank " +
+                             std::to_string(rank_) + ": rank(s) " + who + " of this host did not take part within " +
+                             std::to_string(timeout.count()) + " ms";
+    abort(what);
+    throw TimeoutError(what);
   };
   // Every rank of the host fails if one did, naming it and its reason.
   auto fail_if_any = [&](const std::vector<SetupMsg>& msgs, const char* step) {
@@ -527,15 +559,15 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
       TESSERA_THROW(OutOfMemoryError, "mpi: allocate_shared of ", len, " bytes (", step, ") failed on this host: ",
                     why, " (is /dev/shm large enough? Docker's default is 64 MB: --shm-size)");
   };
-  std::vector<SetupMsg> all(static_cast<size_t>(hsize));
+  std::vector<SetupMsg>& all = msgs->all;
   SetupMsg& mine = all[static_cast<size_t>(me)];
   mine.id = region->id;
   mine.bytes = len;
   mine.ok = failure.empty();
   std::snprintf(mine.name, sizeof mine.name, "%s", name.c_str());
   std::snprintf(mine.error, sizeof mine.error, "%s", failure.c_str());
-  const SetupMsg sent = mine;
-  exchange(kSetupTag, &sent, all.data(), sizeof(SetupMsg), "exchanging names");
+  msgs->sent = mine;
+  exchange(kSetupTag, &msgs->sent, all.data(), sizeof(SetupMsg), "exchanging names");
   for (int q = 0; q < hsize; ++q) {
     const SetupMsg& m = all[static_cast<size_t>(q)];
     TESSERA_CHECK_AS(RemoteError, m.magic == kDescriptorMagic && m.id == region->id, "mpi: allocate_shared on rank ",
@@ -569,8 +601,9 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
     std::lock_guard<std::mutex> lock(regions_mu_);
     regions_.push_back(region);
   }
-  std::vector<SetupMsg> mapped(static_cast<size_t>(hsize));
-  SetupMsg mine2 = sent;
+  std::vector<SetupMsg>& mapped = msgs->mapped;
+  SetupMsg& mine2 = msgs->sent2;
+  mine2 = msgs->sent;
   mine2.ok = map_failure.empty();
   std::snprintf(mine2.error, sizeof mine2.error, "%s", map_failure.c_str());
   mapped[static_cast<size_t>(me)] = mine2;
@@ -642,13 +675,20 @@ class DirectSend : public Request {
   DirectSend(MpiTransport& t, int peer, uint64_t tag, const Descriptor& d)
       : t_(t), peer_(peer), msgs_(std::make_shared<Msgs>()) {
     msgs_->d = d;
-    MaybeLock lock(t_.serial());
-    int rc = MPI_Irecv(&msgs_->ack, sizeof(Ack), MPI_BYTE, peer, ack_tag(d.seq, t_.max_tag()), t_.ctrl_comm(),
-                       &ack_req_);
-    if (rc == MPI_SUCCESS)
-      rc = MPI_Isend(&msgs_->d, sizeof(Descriptor), MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
-    TESSERA_CHECK_AS(NetworkError, rc == MPI_SUCCESS, "MPI_Isend to rank ", peer, " failed: ",
-                     MpiTransport::error_string(rc));
+    int rc;
+    {
+      MaybeLock lock(t_.serial());
+      rc = MPI_Irecv(&msgs_->ack, sizeof(Ack), MPI_BYTE, peer, ack_tag(d.seq, t_.max_tag()), t_.ctrl_comm(),
+                     &ack_req_);
+      if (rc == MPI_SUCCESS)
+        rc = MPI_Isend(&msgs_->d, sizeof(Descriptor), MPI_BYTE, peer, static_cast<int>(tag), t_.comm(), &desc_req_);
+      if (rc != MPI_SUCCESS && ack_req_ != MPI_REQUEST_NULL) MPI_Cancel(&ack_req_);
+    }
+    if (rc != MPI_SUCCESS) {
+      if (ack_req_ != MPI_REQUEST_NULL) t_.adopt(msgs_, ack_req_);
+      ack_req_ = MPI_REQUEST_NULL;
+      TESSERA_THROW(NetworkError, "MPI_Isend to rank ", peer, " failed: ", MpiTransport::error_string(rc));
+    }
   }
   ~DirectSend() override {
     int finalized = 0;
@@ -678,6 +718,8 @@ class DirectSend : public Request {
     if (ack.status == 1)
       throw RemoteError("message size mismatch: this rank sent " + std::to_string(d.bytes) + " bytes, rank " +
                         std::to_string(peer_) + " expected " + std::to_string(ack.expected));
+    if (ack.status == 3)
+      throw RemoteError("mpi: rank " + std::to_string(peer_) + " gave up the receive of this message");
     if (ack.status != 0)
       throw RemoteError("mpi: rank " + std::to_string(peer_) + " could not read this rank's shared memory");
     return true;
@@ -722,8 +764,9 @@ RequestPtr MpiTransport::isend(int peer, uint64_t tag, const void* data, size_t 
       d.region = region->id;
       d.offset = static_cast<uint64_t>(static_cast<const char*>(data) - static_cast<const char*>(region->own->p));
       d.bytes = bytes;
+      auto r = std::make_unique<DirectSend>(*this, peer, tag, d);
       count_direct(true);
-      return std::make_unique<DirectSend>(*this, peer, tag, d);
+      return r;
     }
   }
   MPI_Request r;

@@ -33,9 +33,14 @@
 // descriptor; for a descriptor the receiver copies the bytes from the sender's mapping over it
 // (one copy, no system call: OpenMPI's single-copy path goes through process_vm_readv), or with
 // irecv_consume hands them to the caller where they lie, and then acknowledges on a second
-// communicator, which completes the send. Anything else (other memory, other hosts, small
-// messages) is an ordinary MPI message. Deadlines and size-mismatch errors are the same on both
-// paths. The memory lives until both its handle and the transport are gone.
+// communicator, which completes the send. So a direct send completes only once the receiver
+// tests or waits on its receive, and a size mismatch fails both sides (a receive shorter than
+// a descriptor, 40 bytes, fails alone and its sender times out); a receive dropped after MPI
+// matched a descriptor to it fails the sender at once (one dropped before stays unmatched, and
+// its sender waits for the deadline, as for MPI's own large messages). Anything else (other memory, other hosts, small
+// messages) is an ordinary MPI message. If allocate_shared times out, the transport is aborted
+// (the ranks no longer agree on the regions). The memory lives until both its handle and the
+// transport are gone.
 // TESSERA_MPI_SHARED=0 (on every rank) turns shared memory off.
 #pragma once
 

@@ -304,6 +304,36 @@ TEST(MpiShared, AConsumingReceiveReadsADirectSendWhereItLies) {
   expect_all_ranks_ok(bad, "consuming receives");
 }
 
+TEST(MpiShared, AReceiveDroppedAfterItsDescriptorArrivedFailsTheSenderAtOnce) {
+  auto& t = *g_transport;
+  auto mem = t.allocate_shared(64 << 10);
+  const size_t n = 64 << 10;
+  std::vector<std::string> bad;
+  guarded(bad, [&] {
+    if (t.rank() == 0) {
+      auto r = t.isend(1, 29, mem->data(), n);
+      auto t0 = Clock::now();
+      try {
+        bad.push_back(wait_for(*r) ? "the send completed although the receive was dropped"
+                                   : "the sender was not told that the receive was dropped");
+      } catch (const RemoteError& e) {
+        if (!std::strstr(e.what(), "gave up")) bad.push_back(std::string("unclear error: ") + e.what());
+        if (Clock::now() - t0 > std::chrono::seconds(5)) bad.push_back("the sender learnt it only after 5 s");
+      }
+    } else if (t.rank() == 1) {
+      std::vector<char> buf(n);
+      auto r = t.irecv(0, 29, buf.data(), n);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the descriptor arrives
+      for (int i = 0; i < 100; ++i) {  // MPI progress (not this request's test): it matches
+        int flag = 0;
+        MPI_Iprobe(0, 12345, t.comm(), &flag, MPI_STATUS_IGNORE);
+      }
+      r.reset();  // dropped without a wait
+    }
+  });
+  expect_all_ranks_ok(bad, "dropped receive");
+}
+
 TEST(MpiShared, AllreduceOnSharedMemoryIsExactAndReadsDirectly) {
   auto& t = *g_transport;
   const int p = t.size();

@@ -13,6 +13,8 @@
 //         by the peer, and complete only when it acknowledges).
 //   shared-late: rank 1 does not take part in allocate_shared (it sleeps 3.5 s); rank 0's, with
 //         a deadline of 1 s, must fail with a TimeoutError naming rank 1.
+//   shared-one-off: only rank 1 sets TESSERA_MPI_SHARED=0; both ranks must agree that they do
+//         not share memory (allocate_shared returns at once, sends are ordinary and arrive).
 // Prints "PASS: ..." or "FAIL: ..." from rank 0.
 #include <tessera/comms/collectives.h>
 #include <tessera/comms/mpi/transport.h>
@@ -68,6 +70,34 @@ int main(int argc, char** argv) {
     expect_timeout(mode, "the transport", "MPI_Comm_idup", [] { mpi::MpiTransport t; });
   }
   if (mode == "shared-late") ::setenv("TESSERA_COMM_TIMEOUT_MS", "1000", 1);
+  if (mode == "shared-one-off") {
+    mpi::ensure_mpi_initialized();
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    ::setenv("TESSERA_COMM_TIMEOUT_MS", "3000", 1);
+    if (rank == 1) ::setenv("TESSERA_MPI_SHARED", "0", 1);
+    mpi::MpiTransport t;
+    auto t0 = std::chrono::steady_clock::now();
+    std::string result;
+    try {
+      auto mem = t.allocate_shared(64 << 10);
+      std::memset(mem->data(), 7, 64 << 10);
+      std::vector<char> got(64 << 10);
+      auto r = rank == 0 ? t.isend(1, 3, mem->data(), got.size()) : t.irecv(0, 3, got.data(), got.size());
+      bool ok = r->wait(deadline_after(std::chrono::seconds(3)));
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      result = ok && t.host_ranks() == 1 && t.direct_sends() == 0 && s < 1.0 &&
+                       (rank == 0 || got == std::vector<char>(64 << 10, 7))
+                   ? "PASS: both ranks use ordinary messages"
+                   : "FAIL: host_ranks " + std::to_string(t.host_ranks()) + ", " + std::to_string(s) + " s";
+    } catch (const std::exception& e) {
+      result = std::string("FAIL: ") + e.what();
+    }
+    std::printf("rank %d: %s (%s)\n", rank, result.c_str(), mode.c_str());
+    std::fflush(stdout);
+    MPI_Barrier(MPI_COMM_WORLD);
+    return result.rfind("PASS", 0) == 0 ? 0 : 1;
+  }
   auto t = std::make_shared<mpi::MpiTransport>();
   if (t->size() != 2) {
     std::fprintf(stderr, "run with mpirun -np 2\n");
