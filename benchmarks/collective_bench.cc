@@ -13,7 +13,7 @@
 //            --in-place (every row reduces the output buffers in place: tessera with inputs ==
 //            outputs, the peer with MPI_IN_PLACE; repeated calls keep summing, which costs the
 //            same; the wrong-element check runs on fresh values)
-//            --plain-memory (buffers from the heap; by default they come from the mpi transport's
+//            --plain-memory (private buffers, as from the heap; by default they come from the mpi transport's
 //            allocate_shared, from which co-located ranks read each other's sends directly; the
 //            peer uses the same buffers either way)
 //            --rows LIST (comma-separated subset of ring,mesh2d,native,grpc,grpc-unix,grpc-tcp;
@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
                 "chunk %zu bytes\n",
                 mesh.shape_string().c_str(), size, static_cast<int>(L), dtype_name(args.dtype),
                 mesh_comm->chunk_bytes_or_default(args.chunk_bytes));
-    std::printf("buffers: %s\n", args.plain_memory ? "heap (--plain-memory)"
+    std::printf("buffers: %s\n", args.plain_memory ? "private (--plain-memory)"
                                                      : "the mpi transport's shared memory (allocate_shared)");
     std::printf("%s; peer: MPI_Allreduce (MPI_FLOAT, MPI_SUM, %s; a rank's nodes summed in memory first "
                 "when it hosts several), same ranks, same run. busbw = algbw x 2(n-1)/n, n = %d\n\n",
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   }
 
   // Every node's input and output, at their largest: from the transport's shared memory (one
-  // allocation, every rank) or the heap; each size uses the front of each.
+  // allocation, every rank) or private memory; each size uses the front of each.
   struct Buf {
     char* p;
     size_t n;
@@ -180,16 +180,9 @@ int main(int argc, char** argv) {
     size_t size() const { return n; }
   };
   const size_t span = (args.max_bytes + 4095) / 4096 * 4096;
-  std::shared_ptr<mpi::SharedMemory> shared;
-  std::vector<char> heap;
-  char* base;
-  if (args.plain_memory) {
-    heap.resize(2 * L * span);
-    base = heap.data();
-  } else {
-    shared = mpi_t->allocate_shared(2 * L * span);
-    base = static_cast<char*>(shared->data());
-  }
+  std::shared_ptr<SharedMemory> buffers = args.plain_memory ? allocate_private(2 * L * span)
+                                                            : mpi_t->allocate_shared(2 * L * span);
+  char* base = static_cast<char*>(buffers->data());
 
   std::vector<std::string> notes;  // printed under the table
   for (size_t bytes = args.min_bytes; bytes <= args.max_bytes; bytes *= 4) {

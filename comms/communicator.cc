@@ -2,6 +2,9 @@
 #include <tessera/core/error.h>
 #include <tessera/core/log.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
@@ -48,6 +51,30 @@ class ConsumingRequest : public Request {
 };
 
 }  // namespace
+
+namespace {
+
+class PrivateMemory : public SharedMemory {
+ public:
+  PrivateMemory(void* p, size_t len, size_t bytes) : p_(p), len_(len), bytes_(bytes) {}
+  ~PrivateMemory() override { munmap(p_, len_); }
+  void* data() const override { return p_; }
+  size_t bytes() const override { return bytes_; }
+
+ private:
+  void* p_;
+  size_t len_, bytes_;
+};
+
+}  // namespace
+
+std::shared_ptr<SharedMemory> allocate_private(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t len = (std::max<size_t>(bytes, 1) + page - 1) / page * page;
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) TESSERA_THROW(OutOfMemoryError, "cannot map ", len, " bytes of communication memory");
+  return std::make_shared<PrivateMemory>(p, len, bytes);
+}
 
 RequestPtr consume_on_completion(RequestPtr inner, const void* buf, Transport::Consume consume) {
   return std::make_unique<ConsumingRequest>(std::move(inner), buf, std::move(consume));

@@ -58,6 +58,14 @@ class Request {
 };
 using RequestPtr = std::unique_ptr<Request>;
 
+// Communication memory from Transport::allocate_shared: page-aligned, zero-filled, bytes() long.
+class SharedMemory {
+ public:
+  virtual ~SharedMemory() = default;
+  virtual void* data() const = 0;
+  virtual size_t bytes() const = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -78,6 +86,12 @@ class Transport {
   using Consume = std::function<void(const void* bytes)>;
   virtual RequestPtr irecv_consume(int peer, uint64_t tag, void* buf, size_t bytes, Consume consume);
 
+  // Memory for communication buffers (gradient buckets, benchmark buffers). Every rank calls it
+  // in the same order: for the mpi transport it is collective over the ranks of a host, whose
+  // sends from it are read in place by co-located receivers (mpi/transport.h); OutOfMemoryError
+  // there reaches every rank of the host alike. Elsewhere it is private memory.
+  virtual std::shared_ptr<SharedMemory> allocate_shared(size_t bytes);
+
   virtual void abort(const std::string& reason) = 0;
 
   // How errors name a peer: "rank 3", or "rank 3 (127.0.0.1:4567)".
@@ -93,6 +107,11 @@ class Transport {
   // the cost of a message.
   virtual size_t segment_bytes() const { return size_t{1} << 20; }
 };
+
+// Private, page-aligned, zero-filled memory: the default allocate_shared.
+std::shared_ptr<SharedMemory> allocate_private(size_t bytes);
+
+inline std::shared_ptr<SharedMemory> Transport::allocate_shared(size_t bytes) { return allocate_private(bytes); }
 
 // Completes `inner` (a receive into `buf`), then calls consume(buf) once: the default
 // irecv_consume, and the fabric's for nodes of one rank.

@@ -2,10 +2,6 @@
 #include <tessera/core/error.h>
 #include <tessera/core/log.h>
 
-#if defined(TESSERA_WITH_MPI)
-#include <tessera/comms/mpi/transport.h>
-#endif
-
 #include <chrono>
 #include <cstring>
 
@@ -95,23 +91,13 @@ void GradientSync::begin(const std::vector<int64_t>& sizes) {
     const size_t nodes = static_cast<size_t>(local_nodes());
     size_t total = 0;
     for (const auto& b : buckets_) total += b.elems * nodes;
-    float* base = nullptr;
-#if defined(TESSERA_WITH_MPI)
-    if (auto* mt = dynamic_cast<comms::mpi::MpiTransport*>(&comm_.transport())) {
-      try {
-        auto mem = mt->allocate_shared(total * sizeof(float));
-        base = static_cast<float*>(mem->data());
-        storage_ = std::move(mem);
-      } catch (const OutOfMemoryError& e) {  // every rank of the host gets it: all use the heap
-        log::get("runtime")->warn("gradient buckets on the heap: {}", e.what());
-      }
+    try {
+      storage_ = comm_.transport().allocate_shared(total * sizeof(float));
+    } catch (const OutOfMemoryError& e) {  // under mpi every rank of the host gets it alike
+      log::get("runtime")->warn("gradient buckets in private memory: {}", e.what());
+      storage_ = comms::allocate_private(total * sizeof(float));
     }
-#endif
-    if (!base) {
-      auto heap = std::make_shared<std::vector<float>>(total);
-      base = heap->data();
-      storage_ = std::move(heap);
-    }
+    float* base = static_cast<float*>(storage_->data());
     for (auto& b : buckets_) {
       b.buffers.clear();
       for (size_t l = 0; l < nodes; ++l, base += b.elems) b.buffers.push_back(base);

@@ -11,9 +11,8 @@
 // A rank hosting several nodes runs their forward/backward one after another (they exchange
 // through memory); the all-reduce of a bucket starts as soon as the last hosted node has
 // produced every gradient in it. Sums are divided by the number of mesh nodes, so the update
-// equals a single node's on the global batch (up to summation order). Over the mpi transport
-// the buckets live in its shared memory (MpiTransport::allocate_shared), so ranks on one host
-// read each other's gradients directly.
+// equals a single node's on the global batch (up to summation order). The buckets come from
+// Transport::allocate_shared: over mpi, ranks on one host read each other's gradients directly.
 #pragma once
 
 #include <tessera/comms/collectives.h>
@@ -71,7 +70,7 @@ class GradientSync {
   std::vector<int> bucket_of_;
   std::vector<int64_t> offset_in_bucket_;
   std::vector<Bucket> buckets_;
-  std::shared_ptr<void> storage_;  // every bucket's buffers
+  std::shared_ptr<comms::SharedMemory> storage_;  // every bucket's buffers
   uint64_t step_ = 0;
   double comm_seconds_ = 0;
   // One worker thread all-reduces the buckets of a step in bucket order, each as soon as it is

@@ -457,14 +457,7 @@ std::shared_ptr<SharedMemory> MpiTransport::allocate_shared(size_t bytes) {
   region->bytes = len;
   const int hsize = host_ranks(), me = host_rank(rank_);
   region->peers.resize(static_cast<size_t>(hsize));
-  if (hsize == 1) {
-    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) TESSERA_THROW(OutOfMemoryError, "mpi: cannot map ", len, " bytes: ", errno_text());
-    region->own = std::make_shared<Mapping>(p, len);
-    std::lock_guard<std::mutex> lock(regions_mu_);
-    regions_.push_back(region);
-    return std::make_shared<SharedHandle>(region->own, bytes);
-  }
+  if (hsize == 1) return allocate_private(bytes);  // nobody to share with
   // This rank's memory: a POSIX shared-memory object that the host peers map by name, unlinked
   // once they have (or on failure), so nothing is left in /dev/shm. Its pages are reserved up
   // front (posix_fallocate): a full /dev/shm is then an error here, not a SIGBUS later. A rank

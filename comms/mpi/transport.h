@@ -56,14 +56,6 @@
 
 namespace tessera::comms::mpi {
 
-// Memory from MpiTransport::allocate_shared: page-aligned, zero-filled, `bytes()` long.
-class SharedMemory {
- public:
-  virtual ~SharedMemory() = default;
-  virtual void* data() const = 0;
-  virtual size_t bytes() const = 0;
-};
-
 class MpiTransport : public Transport {
  public:
   // Sends at least this long from shared memory to a rank on the same host are read directly.
@@ -88,7 +80,7 @@ class MpiTransport : public Transport {
   // order (sizes may differ), within the communication deadline (TimeoutError naming the ranks
   // that did not). With no other rank on the host it is plain memory. Not thread-safe against
   // itself (one allocating thread per rank).
-  std::shared_ptr<SharedMemory> allocate_shared(size_t bytes);
+  std::shared_ptr<SharedMemory> allocate_shared(size_t bytes) override;
   // Ranks that share memory with this one (same host), this one included.
   int host_ranks() const { return static_cast<int>(host_members_.size()); }
   // Sends so far that were carried by a direct read, and receives that made one.

@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   const bool shared = mode == "shared-hang";
   const size_t count = shared ? size_t{1} << 16 : 16;
   std::vector<float> heap(shared ? 0 : count, 1.0f);
-  std::shared_ptr<mpi::SharedMemory> mem = shared ? t->allocate_shared(count * sizeof(float)) : nullptr;
+  std::shared_ptr<SharedMemory> mem = shared ? t->allocate_shared(count * sizeof(float)) : nullptr;
   float* v = shared ? static_cast<float*>(mem->data()) : heap.data();
   std::fill(v, v + count, 1.0f);
   AllreduceOptions o;
